@@ -1,0 +1,72 @@
+"""The `rrpo` command.
+
+Each stage of the pipeline registers its own subcommands in a `commands.py` beside its code
+(`register(subparsers)` adds parsers whose `func` runs the command), so this file stays a table of
+contents. Modules are imported only when the command line is parsed, and a stage whose module is
+missing or fails to import does not break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rrpo.errors import RRPOError
+
+# Order is the order of the pipeline, which is the order `rrpo --help` lists commands in.
+COMMAND_MODULES = [
+    "rrpo.models.commands",  # tiny-model
+    "rrpo.video.commands",  # perturb
+    "rrpo.data.commands",  # convert
+    "rrpo.selfalign.commands",  # generate, merge-shards
+    "rrpo.train.commands",  # train, merge
+    "rrpo.eval.commands",  # eval, score, compare, deviation
+    "rrpo.toy.commands",  # toy, demo
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rrpo",
+        description="Self-align video LLMs with RRPO: generate preference data from perturbed videos, "
+        "train with the RRPO loss, and evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # stage not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from rrpo import __version__
+
+    return f"rrpo {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except RRPOError as err:
+        print(f"rrpo {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"rrpo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
