@@ -1,0 +1,255 @@
+"""Reading an answer out of a model's free-text reply.
+
+Two kinds of functions live here:
+
+* General, robust extractors shared with the self-alignment judge (`rrpo.selfalign.judge`):
+  `mcq_letter(prediction, options)` and `yes_no(prediction)`. They return None rather than guess.
+* Each benchmark's *official* rule, and the rule the RRPO paper's evaluation scripts used
+  (github.com/pritamqu/RRPO, `eval/`), as separate small functions, so a score can be reproduced
+  exactly. docs/scoring.md lists where the two differ.
+
+Option letters are upper-case "A", "B", ...; option i (0-based) has letter chr(ord("A") + i).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# ---------------------------------------------------------------------------------------------
+# General extractors (public contract: the judge imports these).
+# ---------------------------------------------------------------------------------------------
+
+# "A", "(A)", "A.", "A)", "[A]", "A:" -- the whole reply is a letter, maybe bracketed/punctuated.
+_BARE = re.compile(r"^[\(\[]?([A-Z])[\)\]]?[.:)]?$")
+# A reply that opens with a labelled option: "B. text", "B) text", "(B) text", "[B] text", "B: text".
+_LEADING = re.compile(r"^(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z])[.):])(?:\s|$)")
+# "The answer is B", "The correct option is (C).", "Answer: B", "Best option: (B)", "answer is: [D]".
+_PHRASE = re.compile(
+    r"(?i:\b(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|should\s+be))?\s*:?\s*)"
+    r"[\(\[]?([A-Z])\b[\)\]]?(?![\w'])"
+)
+# A parenthesised letter anywhere, e.g. "I think (B) fits best".
+_PAREN_ANY = re.compile(r"\(([A-Z])\)")
+# An option text given with its label, e.g. Video-MME's "A. a red car".
+_LABELLED_OPTION = re.compile(r"^\s*[\(\[]?[A-Z][\)\]]?[.:)]?\s+")
+
+
+def _norm_text(text: str) -> str:
+    """Lower-case, collapse whitespace and drop surrounding punctuation/quotes for text comparison."""
+    return " ".join(text.lower().split()).strip(" .!?,;:\"'`*")
+
+
+def option_text(option: str) -> str:
+    """An option without a leading label: "A. a red car" -> "a red car"; "a red car" unchanged."""
+    return _LABELLED_OPTION.sub("", option, count=1) if _LABELLED_OPTION.match(option) else option
+
+
+def mcq_letter(prediction: str, options: Sequence[str]) -> str | None:
+    """The option letter a free-text reply chooses, or None when it cannot be told.
+
+    Accepted, in this order (first rule that applies wins):
+    1. the whole reply is a letter: "B", "(B)", "B.", "B)", "[B]";
+    2. the reply opens with a labelled option: "B. a dog", "(B) a dog", "B) a dog";
+    3. an answer phrase: "The answer is B", "The correct option is (B).", "Answer: B";
+    4. the reply is (or opens with) exactly one option's text, case and punctuation ignored;
+    5. exactly one distinct parenthesised letter "(B)" appears anywhere.
+    Letters must be upper-case (a lower-case "a" is an article, not an answer) and name one of
+    `options` (any A-Z when `options` is empty). Options may be given with or without a label
+    ("A. a dog" or "a dog").
+
+    Args:
+        prediction: the model's reply.
+        options: the option texts, in letter order.
+    Returns:
+        "A".."Z", or None if no rule decides (the caller may then ask an LLM judge).
+    """
+    text = prediction.strip().strip("*`\"' ")
+    if not text:
+        return None
+    valid = LETTERS[: len(options)] if options else LETTERS
+
+    def ok(letter: str | None) -> str | None:
+        return letter if letter and letter in valid else None
+
+    for pattern in (_BARE, _LEADING):
+        m = pattern.match(text)
+        if m:
+            return ok(next(g for g in m.groups() if g))
+    m = _PHRASE.search(text)
+    if m:
+        return ok(m.group(1))
+    if options:
+        norm = _norm_text(text)
+        texts = [_norm_text(option_text(o)) for o in options]
+        exact = [i for i, t in enumerate(texts) if t and t == norm]
+        if len(exact) == 1:
+            return LETTERS[exact[0]]
+        # Longest-first so an option that is a prefix of another ("red" / "red car") does not win.
+        opening = [i for i, t in enumerate(texts) if t and re.match(re.escape(t) + r"\b", norm)]
+        if len(opening) == 1:
+            return LETTERS[opening[0]]
+    found = set(_PAREN_ANY.findall(text))
+    if len(found) == 1:
+        return ok(found.pop())
+    return None
+
+
+_YES_NO_START = re.compile(r"^(yes|no)\b")
+_YES_NO_PHRASE = re.compile(r"\banswer(?:\s+is)?\s*:?\s*[\"'*]*(yes|no)\b")
+
+
+def yes_no(prediction: str) -> str | None:
+    """"yes", "no", or None for a reply to a yes/no question.
+
+    Decides when the reply starts with the word yes/no ("Yes.", "no, the man is walking"), after
+    any leading quotes/markdown, or states "the answer is yes" / "Answer: no". Anything else
+    ("Not sure", "There is a dog") is None: the caller decides whether to ask a judge.
+    """
+    text = prediction.strip().lower().lstrip("*`\"'([ ")
+    m = _YES_NO_START.match(text)
+    if m:
+        return m.group(1)
+    m = _YES_NO_PHRASE.search(text)
+    return m.group(1) if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark-specific official rules.
+# ---------------------------------------------------------------------------------------------
+
+
+def videohallucer_hit(prediction: str, gold: str) -> bool:
+    """VideoHallucer (official and paper): the gold word appears as a whole word, any case.
+
+    `re.search(r"\\b(" + gold + r")\\b", prediction, re.IGNORECASE)`; so "No, yes" counts as a
+    hit for both "yes" and "no" -- the benchmark's own rule, kept as is.
+    """
+    return re.search(r"\b(" + re.escape(gold) + r")\b", prediction, re.IGNORECASE) is not None
+
+
+def mvbench_correct(prediction: str, gold_letter: str) -> bool:
+    """MVBench / TVBench official `check_ans`: compare the reply's first token with "(B)".
+
+    The official code lower-cases, takes `pred.split(' ')[0]`, drops "." and counts it correct when
+    it is a substring of "(b)" or contains "(b)". So "B", "(B)", "B.", "B)" and "(B) text" are
+    right, "B, because" and "Answer: B" are wrong. One deliberate difference (docs/scoring.md): a
+    first token with no letter ("" or "(") would be a substring of every "(x)" and count as
+    correct there; here it is wrong.
+    """
+    first = prediction.lower().split(" ")[0]
+    token = first.replace(".", "")
+    gold = f"({gold_letter.lower()})"
+    if not re.search(r"[a-z]", token):
+        return False
+    return token in gold or gold in first
+
+
+def mlvu_letter(prediction: str) -> str:
+    """MLVU official: the character before the first ")" when there is one, else the whole reply.
+
+    The result is compared with the gold letter for equality, so "B", "(B) text", "B) text" and
+    "The answer is (B)" are read as "B", while "B. text" stays "B. text" (wrong).
+    """
+    if ")" in prediction:
+        i = prediction.index(")")
+        return prediction[i - 1 : i]
+    return prediction
+
+
+# The official Video-MME list, verbatim: two commas are missing in the original, so Python joins
+# "The best option is" + "The correct option is" (and "Best answer:" + "Best option:") into one
+# string each; we keep that so official numbers reproduce.
+_VIDEOMME_PREFIXES = [
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option isThe correct option is",
+    "Best answer:Best option:",
+]
+# The RRPO paper's copy (eval/videomme/calculate.py) adds four prefixes.
+_VIDEOMME_PREFIXES_PAPER = _VIDEOMME_PREFIXES + [
+    "Answer:",
+    "Option:",
+    "The correct answer",
+    "The correct option",
+]
+
+
+def videomme_letter(prediction: str) -> str | None:
+    """Video-MME official `extract_characters_regex`: drop answer prefixes, take the first A-D.
+
+    Case-sensitive: after the prefixes go, the first capital A, B, C or D anywhere wins (so
+    "Answer: B" reads "A", the A of "Answer"). None (the official "") when there is none; the
+    official scorer leaves such questions out of the denominator.
+    """
+    s = prediction.strip()
+    for prefix in _VIDEOMME_PREFIXES:
+        s = s.replace(prefix, "")
+    if len(s.split()) > 10 and not re.search("[ABCD]", s):
+        return None
+    m = re.search(r"[ABCD]", s)
+    return m[0] if m else None
+
+
+def videomme_letter_paper(prediction: str) -> str | None:
+    """The RRPO paper's Video-MME extraction: more prefixes dropped, then the first `(?[?[A-D]]?)?.?`."""
+    s = prediction.strip()
+    for prefix in _VIDEOMME_PREFIXES_PAPER:
+        s = s.replace(prefix, "")
+    found = re.findall(r"\(?\[?([A-D])\]?\)?\.?", s)
+    return found[0].strip("()") if found else None
+
+
+def paper_letter(prediction: str, *, letters: str = LETTERS) -> str | None:
+    """The RRPO paper's `check_ans` (MVBench, TVBench, MLVU, LongVideoBench): first regex match.
+
+    `re.search(r"\\(?\\[?([A-Z])\\]?\\)?\\.?", pred, re.IGNORECASE)` returns the first letter of the
+    reply, whatever it is: "The answer is (B)" reads as "T". Returned upper-cased; None if the
+    reply has no letter at all (the paper's 'failed').
+    """
+    m = re.search(r"\(?\[?([A-Z])\]?\)?\.?", prediction, re.IGNORECASE)
+    return m.group(1).upper() if m and m.group(1).upper() in letters else None
+
+
+def first_letter(prediction: str, letters: str) -> str | None:
+    """LongVideoBench: the first capital letter of the reply that is one of `letters` (e.g. "ABCDE")."""
+    for ch in prediction:
+        if ch in letters and ch.isupper():
+            return ch
+    return None
+
+
+def tempcompass_mc_rating(prediction: str, answer: str) -> int | None:
+    """TempCompass multi-choice official rules (eval_multi-choice.py). 1/0, or None if no rule decides.
+
+    `answer` is the gold option as written in the questions file, e.g. "A. dunking a basketball".
+    Rules: exact equality with `answer`; a bare letter A-D; a reply starting with "A." ... "D."
+    or "A)" ... "D)" (its label compared with the gold label). The official code first removes
+    "</s>" and does not strip whitespace.
+    """
+    pred = prediction.replace("</s>", "")
+    if pred == answer:
+        return 1
+    if pred in ("A", "B", "C", "D"):
+        return int(pred == answer[:1])
+    for sep in (".", ")"):
+        if any(pred.startswith(f"{c}{sep}") for c in "ABCD"):
+            return int(pred.split(sep)[0] == answer[:1])
+    return None
+
+
+def tempcompass_yn_rating(prediction: str, answer: str) -> int | None:
+    """TempCompass yes/no official rule (eval_yes_no.py): the lower-cased reply starts with yes / no.
+
+    Note "Not sure" starts with "no" and so reads "no" -- the official rule, kept as is.
+    """
+    pred = prediction.replace("</s>", "").lower()
+    if pred.startswith("yes"):
+        return int(answer == "yes")
+    if pred.startswith("no"):
+        return int(answer == "no")
+    return None

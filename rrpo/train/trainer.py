@@ -1,0 +1,303 @@
+"""RRPO training on `transformers.Trainer`: LoRA on the language model, adapter-off reference, one
+packed pass per pair.
+
+The Trainer brings accelerate, DeepSpeed ZeRO-2/3, FSDP, gradient accumulation, checkpointing and
+`report_to` logging; this module adds only what is specific to preference training on video:
+- `PairDataset` decodes a pair's video and encodes [prompt+video | chosen | rejected] for the packed pass,
+  counting (never silently dropping) pairs it has to skip;
+- `RRPOTrainer.compute_loss` runs `rrpo.models.pair_forward` (policy with LoRA, reference with LoRA
+  disabled: no second copy of the weights) and the chosen preference loss, and keeps the DPO-style metrics
+  that `log` averages over the optimizer step;
+- `train(config)` wires it together and writes the adapter, the config, `metrics.jsonl` and a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from rrpo.data.record import PreferencePair, read_pairs
+from rrpo.errors import RRPOError, VideoError
+from rrpo.train.config import SPAN_LOSSES, TrainConfig
+
+
+@dataclass
+class SkipLedger:
+    """Every pair that was not trained on, with the reason, plus truncation counts."""
+
+    total: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # pair id -> reason
+    truncated: set[str] = field(default_factory=set)
+
+    def skip(self, pair_id: str, reason: str) -> None:
+        self.skipped.setdefault(pair_id, reason)
+
+    def by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for reason in self.skipped.values():
+            counts[reason.split(":")[0]] += 1
+        return dict(sorted(counts.items()))
+
+    def fraction(self) -> float:
+        return len(self.skipped) / self.total if self.total else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pairs_read": self.total,
+            "pairs_used": self.total - len(self.skipped),
+            "pairs_skipped": len(self.skipped),
+            "skipped_by_reason": self.by_reason(),
+            "skipped": [{"id": k, "reason": v} for k, v in sorted(self.skipped.items())],
+            "pairs_truncated": len(self.truncated),
+        }
+
+
+def preflight(pairs: list[PreferencePair], video_root: Path, loss_type: str, ledger: SkipLedger) -> list[PreferencePair]:
+    """Cheap checks before any decoding: the video exists and span losses have a span on both sides."""
+    usable = []
+    for pair in pairs:
+        if loss_type in SPAN_LOSSES and not (pair.chosen_spans and pair.rejected_spans):
+            side = "chosen" if not pair.chosen_spans else "rejected"
+            ledger.skip(pair.id, f"no span: the {side} response has no differing span ({loss_type} needs both)")
+        elif not (video_root / pair.video).is_file():
+            ledger.skip(pair.id, f"missing video: {video_root / pair.video}")
+        else:
+            usable.append(pair)
+    return usable
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Pairs -> encoded packed inputs. A pair that fails at load time (undecodable video, too long even
+    after truncating the responses) is recorded in the ledger and replaced by the next usable pair, so a
+    batch never comes out short; the run's summary lists it."""
+
+    def __init__(self, pairs: list[PreferencePair], vlm: Any, video_root: Path, cfg: TrainConfig, ledger: SkipLedger):
+        self.pairs, self.vlm, self.video_root, self.cfg, self.ledger = pairs, vlm, video_root, cfg, ledger
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Any:
+        from rrpo.models import SkipPair, encode_pair
+        from rrpo.video import read_frames
+
+        for attempt in range(len(self.pairs)):
+            pair = self.pairs[(index + attempt) % len(self.pairs)]
+            if pair.id in self.ledger.skipped:
+                continue
+            try:
+                frames = read_frames(self.video_root / pair.video, self.cfg.frames, size=self.vlm.frame_size)
+                encoded = encode_pair(
+                    self.vlm, frames, pair.question, pair.chosen, pair.rejected,
+                    pair.chosen_spans, pair.rejected_spans, max_length=self.cfg.max_length,
+                )
+            except VideoError as err:
+                self.ledger.skip(pair.id, f"bad video: {err}")
+                continue
+            except SkipPair as err:
+                self.ledger.skip(pair.id, f"too long: {err}")
+                continue
+            if getattr(encoded, "truncated", False):
+                self.ledger.truncated.add(pair.id)
+            return encoded
+        raise RRPOError("every pair was skipped; see the reasons above")
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Append every log record to `<output_dir>/metrics.jsonl` (main process only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - Trainer's signature
+        if state.is_world_process_zero and logs:
+            record = {"step": state.global_step, "epoch": state.epoch, **logs}
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class RRPOTrainer(Trainer):
+    """`transformers.Trainer` whose loss is a preference loss over packed pairs."""
+
+    def __init__(self, *args: Any, vlm: Any, rrpo_config: TrainConfig, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.vlm = vlm
+        self.rrpo_config = rrpo_config
+        self._stored: dict[str, list[float]] = defaultdict(list)
+        # compute_loss returns a per-pair mean, so let the Trainer divide by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        from rrpo.losses import preference_loss
+        from rrpo.models import pair_forward
+
+        cfg = self.rrpo_config
+        out = pair_forward(self.vlm, model, inputs, reference=True, chunk_size=cfg.chunk_size)
+        extra = {}
+        if cfg.loss_type == "rrpo":
+            extra = {"fine_grained": cfg.fine_grained, "token_kl": cfg.token_kl}
+        elif cfg.loss_type == "ddpo":
+            extra = {"gamma": cfg.ddpo_gamma}
+        elif cfg.loss_type == "tdpo":
+            extra = {"version": cfg.tdpo_version}
+        losses, chosen_rewards, rejected_rewards = preference_loss(
+            cfg.loss_type,
+            policy_chosen_logps=out.policy_chosen_logps,
+            policy_rejected_logps=out.policy_rejected_logps,
+            ref_chosen_logps=out.ref_chosen_logps,
+            ref_rejected_logps=out.ref_rejected_logps,
+            chosen_span_ids=out.chosen_span_ids,
+            rejected_span_ids=out.rejected_span_ids,
+            chosen_mask=out.chosen_mask,
+            rejected_mask=out.rejected_mask,
+            chosen_kl=out.chosen_kl,
+            rejected_kl=out.rejected_kl,
+            beta=cfg.beta,
+            alpha=cfg.alpha,
+            **extra,
+        )
+        loss = losses.mean()
+        with torch.no_grad():
+            stats = {
+                "rewards/chosen": chosen_rewards.mean(),
+                "rewards/rejected": rejected_rewards.mean(),
+                "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+                "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+                "kl/chosen": out.chosen_kl.sum(-1).mean(),
+                "kl/rejected": out.rejected_kl.sum(-1).mean(),
+                "logps/chosen": out.policy_chosen_logps.sum(-1).mean(),
+                "logps/rejected": out.policy_rejected_logps.sum(-1).mean(),
+            }
+            for key, value in stats.items():
+                self._stored[key].append(self.accelerator.gather_for_metrics(value.detach().float()).mean().item())
+        return (loss, out) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Average what compute_loss stored since the last log (over micro-batches and processes).
+        if "loss" in logs:
+            for key, values in self._stored.items():
+                if values:
+                    logs[key] = sum(values) / len(values)
+            self._stored.clear()
+        super().log(logs, start_time)
+
+
+def _latest_checkpoint(output_dir: Path) -> str | None:
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a LoRA adapter with `cfg.loss_type`; returns the run summary (also written to disk)."""
+    from peft import LoraConfig, get_peft_model
+
+    from rrpo.models import collate_pairs, load_model
+
+    for name in ("model", "data", "output_dir"):
+        if not getattr(cfg, name):
+            raise RRPOError(f"--{name.replace('_', '-')} is required")
+    output_dir, video_root = Path(cfg.output_dir), Path(cfg.video_root)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = None
+    if cfg.resume:
+        resume_from = _latest_checkpoint(output_dir)
+        if resume_from is None:
+            raise RRPOError(f"--resume: no checkpoint-* directory in {output_dir}")
+
+    ledger = SkipLedger()
+    pairs = read_pairs(cfg.data)
+    ledger.total = len(pairs)
+    if not pairs:
+        raise RRPOError(f"{cfg.data}: no preference pairs")
+    usable = preflight(pairs, video_root, cfg.loss_type, ledger)
+    _check_skips(ledger, cfg)
+
+    use_bf16 = cfg.bf16 if cfg.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    vlm = load_model(
+        cfg.model, num_frames=cfg.frames, frame_size=tuple(cfg.frame_size) if cfg.frame_size else None,
+        dtype=torch.bfloat16 if use_bf16 else torch.float32,
+    )
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=vlm.lora_target_modules, bias="none",
+    )
+    model = get_peft_model(vlm.model, lora)
+    vlm.model = model
+
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=cfg.report_to,
+        bf16=use_bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        remove_unused_columns=False,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        ddp_backend=None if torch.cuda.is_available() else "gloo",
+        disable_tqdm=False,
+        deepspeed=cfg.deepspeed,
+    )
+    metrics_path = output_dir / "metrics.jsonl"
+    if not cfg.resume and metrics_path.exists():
+        metrics_path.unlink()
+    trainer = RRPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=PairDataset(usable, vlm, video_root, cfg, ledger),
+        data_collator=lambda features: collate_pairs(vlm, features),
+        callbacks=[MetricsFileCallback(metrics_path)],
+        vlm=vlm,
+        rrpo_config=cfg,
+    )
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.save_model(str(output_dir))  # the LoRA adapter, peft format
+    summary = {
+        "output_dir": str(output_dir),
+        "loss_type": cfg.loss_type,
+        "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "seconds": round(time.time() - started, 2),
+        **ledger.summary(),
+    }
+    if trainer.is_world_process_zero():
+        cfg.save(output_dir)
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    _check_skips(ledger, cfg)
+    return summary
+
+
+def _check_skips(ledger: SkipLedger, cfg: TrainConfig) -> None:
+    if ledger.skipped and ledger.fraction() > cfg.max_skip_fraction:
+        reasons = ", ".join(f"{k}: {v}" for k, v in ledger.by_reason().items())
+        raise RRPOError(
+            f"{len(ledger.skipped)} of {ledger.total} pairs skipped ({reasons}), more than "
+            f"max_skip_fraction={cfg.max_skip_fraction}; first: "
+            + "; ".join(f"{k} ({v})" for k, v in list(ledger.skipped.items())[:3])
+        )
+
+
+def steps_per_epoch(num_pairs: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world_size
+    return max(1, math.ceil(num_pairs / per_step))
