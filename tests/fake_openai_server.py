@@ -76,7 +76,7 @@ Action = Reply | Fail | Sleep | Garbage | EmptyChoices
 class RecordedRequest:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: Any  # parsed JSON, or the raw text when it was not JSON
 
 
@@ -214,7 +214,8 @@ class FakeOpenAIServer:
 
     # -- internals ---------------------------------------------------------------------------------
     def _record(self, handler: BaseHTTPRequestHandler, body: Any) -> RecordedRequest:
-        request = RecordedRequest(handler.command, handler.path, dict(handler.headers.items()), body)
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        request = RecordedRequest(handler.command, handler.path, headers, body)
         with self._lock:
             self.requests.append(request)
         return request

@@ -23,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from rrpo.data.record import RecordErrors
+from rrpo.data.record import write_jsonl_atomic as write_jsonl
 from rrpo.errors import RecordError, RRPOError
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no locking
     fcntl = None
+
+
+__all__ = ["JsonlAppender", "JsonlRepairWarning", "read_jsonl", "write_jsonl"]
 
 
 class JsonlRepairWarning(UserWarning):
@@ -64,8 +68,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except RecordError as err:
             if n == len(lines):  # no newline after it: an interrupted append
                 err = RecordError(
-                    where, None, f"{err.reason}; the last line is truncated (an interrupted write?): "
-                    "opening the file with rrpo.data.jsonl.JsonlAppender repairs it"
+                    where,
+                    None,
+                    f"{err.reason}; the last line is truncated (an interrupted write?): "
+                    "opening the file with rrpo.data.jsonl.JsonlAppender repairs it",
                 )
             problems.append(err)
             continue

@@ -73,7 +73,9 @@ def _check_options(label: str, options: Any, *, required: bool) -> None:
     if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
         raise RecordError(label, "options", "expected a list of non-empty strings")
     if required and len(options) < 2:
-        raise RecordError(label, "options", f"a multiple-choice question needs at least 2 options, got {len(options)}")
+        raise RecordError(
+            label, "options", f"a multiple-choice question needs at least 2 options, got {len(options)}"
+        )
     if len(options) > len(LETTERS):
         raise RecordError(label, "options", f"at most {len(LETTERS)} options (A-Z), got {len(options)}")
 
@@ -155,13 +157,17 @@ class PreferencePair:
         for name, text in (("chosen_spans", self.chosen), ("rejected_spans", self.rejected)):
             spans = getattr(self, name)
             if not isinstance(spans, (list, tuple)):
-                raise RecordError(label, name, f"expected a list of [start, end] pairs, got {type(spans).__name__}")
+                raise RecordError(
+                    label, name, f"expected a list of [start, end] pairs, got {type(spans).__name__}"
+                )
             try:
                 setattr(self, name, check_spans(text, spans))
             except ValueError as err:
                 raise RecordError(label, name, str(err)) from None
         if self.answer_type is not None and self.answer_type not in ANSWER_TYPES:
-            raise RecordError(label, "answer_type", f"must be one of {list(ANSWER_TYPES)} or null, got {self.answer_type!r}")
+            raise RecordError(
+                label, "answer_type", f"must be one of {list(ANSWER_TYPES)} or null, got {self.answer_type!r}"
+            )
         _check_options(label, self.options, required=self.answer_type == "mcq")
         if self.source is not None:
             _check_str(label, "source", self.source, empty_ok=True)
@@ -225,7 +231,9 @@ class VideoQuestion:
         _check_str(label, "video", self.video)
         _check_str(label, "question", self.question)
         if self.answer_type not in ANSWER_TYPES:
-            raise RecordError(label, "answer_type", f"must be one of {list(ANSWER_TYPES)}, got {self.answer_type!r}")
+            raise RecordError(
+                label, "answer_type", f"must be one of {list(ANSWER_TYPES)}, got {self.answer_type!r}"
+            )
         _check_str(label, "answer", self.answer)
         _check_options(label, self.options, required=self.answer_type == "mcq")
         _check_metadata(label, self.metadata)
@@ -236,13 +244,17 @@ class VideoQuestion:
             if index is None:
                 letters = f"A-{LETTERS[len(self.options) - 1]}"
                 raise RecordError(
-                    label, "answer", f"{self.answer!r} is neither an option letter ({letters}) nor one of the options"
+                    label,
+                    "answer",
+                    f"{self.answer!r} is neither an option letter ({letters}) nor one of the options",
                 )
             self.answer = self.options[index]
         elif self.answer_type == "yesno":
             norm = self.answer.strip().rstrip(".").strip().casefold()
             if norm not in ("yes", "no"):
-                raise RecordError(label, "answer", f"a yes/no question needs the answer 'yes' or 'no', got {self.answer!r}")
+                raise RecordError(
+                    label, "answer", f"a yes/no question needs the answer 'yes' or 'no', got {self.answer!r}"
+                )
             self.answer = norm
             if self.options is not None:
                 raise RecordError(label, "options", "only multiple-choice ('mcq') records have options")
@@ -265,7 +277,9 @@ class VideoQuestion:
         letter = d.get("answer_letter")
         if letter is not None and letter != q.answer_letter:
             raise RecordError(
-                _where(where, q.id), "answer_letter", f"{letter!r} disagrees with answer {q.answer!r} ({q.answer_letter})"
+                _where(where, q.id),
+                "answer_letter",
+                f"{letter!r} disagrees with answer {q.answer!r} ({q.answer_letter})",
             )
         return q
 
@@ -292,7 +306,9 @@ def match_option(answer: str, options: Sequence[str]) -> int | None:
         i = LETTERS.index(m.group(1).upper())
         return i if i < len(options) else None
     texts = [_norm(o) for o in options]
-    bare = [_norm(p.group(2)) if (p := _LETTER_PREFIX.match(o.strip())) else t for o, t in zip(options, texts)]
+    bare = [
+        _norm(p.group(2)) if (p := _LETTER_PREFIX.match(o.strip())) else t for o, t in zip(options, texts)
+    ]
     target = _norm(ans)
     for candidates in (texts, bare):
         if target in candidates:
@@ -351,7 +367,9 @@ def _read_records(
             problems.append(err)
             continue
         if rec.id in first_seen:
-            problems.append(RecordError(_where(where, rec.id), "id", f"duplicate id, first used at {first_seen[rec.id]}"))
+            problems.append(
+                RecordError(_where(where, rec.id), "id", f"duplicate id, first used at {first_seen[rec.id]}")
+            )
             continue
         first_seen[rec.id] = where
         records.append(rec)
@@ -392,7 +410,7 @@ def load_questions(
     return (questions, problems) if errors == "collect" else questions
 
 
-def _write_jsonl_atomic(path: str | os.PathLike, dicts: Iterable[dict]) -> None:
+def write_jsonl_atomic(path: str | os.PathLike, dicts: Iterable[dict]) -> None:
     """Write JSON Lines to a temporary file beside `path` and rename it over `path`, so a crash
     leaves either the old file or the new one."""
     path = Path(path)
@@ -415,7 +433,11 @@ def _check_unique(records: Sequence[Any], kind: str) -> None:
     problems = []
     for i, r in enumerate(records):
         if r.id in seen:
-            problems.append(RecordError(f"{kind} {i} (id {r.id!r})", "id", f"duplicate id, first used by {kind} {seen[r.id]}"))
+            problems.append(
+                RecordError(
+                    f"{kind} {i} (id {r.id!r})", "id", f"duplicate id, first used by {kind} {seen[r.id]}"
+                )
+            )
         seen.setdefault(r.id, i)
     if problems:
         raise RecordErrors(f"{len(records)} {kind}s", problems)
@@ -427,7 +449,7 @@ def write_pairs(path: str | os.PathLike, pairs: Sequence[PreferencePair]) -> Non
     for i, p in enumerate(pairs):
         p.validate(where=f"pair {i}")
     _check_unique(pairs, "pair")
-    _write_jsonl_atomic(path, (p.to_dict() for p in pairs))
+    write_jsonl_atomic(path, (p.to_dict() for p in pairs))
 
 
 def write_questions(path: str | os.PathLike, questions: Sequence[VideoQuestion]) -> None:
@@ -436,4 +458,4 @@ def write_questions(path: str | os.PathLike, questions: Sequence[VideoQuestion])
     for i, q in enumerate(questions):
         q.validate(where=f"question {i}")
     _check_unique(questions, "question")
-    _write_jsonl_atomic(path, (q.to_dict() for q in questions))
+    write_jsonl_atomic(path, (q.to_dict() for q in questions))

@@ -58,7 +58,9 @@ def parse_masked(text: str) -> tuple[str, list[Span]]:
         closing = m.group(1) == "/"
         if not closing:
             if open_at is not None:
-                raise MaskMarkupError(f"nested {MASK_OPEN}: the one opened at character {open_at} is not closed", m.start())
+                raise MaskMarkupError(
+                    f"nested {MASK_OPEN}: the one opened at character {open_at} is not closed", m.start()
+                )
             piece = text[pos : m.start()]
             out.append(piece)
             length += len(piece)
@@ -99,9 +101,13 @@ def check_spans(text: str, spans: Sequence[Any]) -> list[Span]:
             raise ValueError(f"span {i} is {span!r}, expected a pair of ints [start, end]")
         a, b = span
         if not 0 <= a < b <= len(text):
-            raise ValueError(f"span {i} {[a, b]} is not a non-empty range inside the text (length {len(text)})")
+            raise ValueError(
+                f"span {i} {[a, b]} is not a non-empty range inside the text (length {len(text)})"
+            )
         if a < prev_end:
-            raise ValueError(f"span {i} {[a, b]} overlaps or precedes the span before it (which ends at {prev_end})")
+            raise ValueError(
+                f"span {i} {[a, b]} overlaps or precedes the span before it (which ends at {prev_end})"
+            )
         prev_end = b
         result.append((a, b))
     return result
@@ -165,13 +171,31 @@ def span_ids_from_offsets(offsets: Sequence[tuple[int, int]], spans: Sequence[Sp
     return ids
 
 
+def fill_offset_gaps(offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Extend each token's start back to where the previous token ended.
+
+    Some fast tokenizers trim whitespace out of their offsets (`ByteLevel(trim_offsets=True)`, as in
+    GPT-2): " red" reports (1, 4) and a lone space token reports an empty range. The characters in
+    such a gap are always whitespace that belongs to the following token, so giving it back makes
+    the offsets those of the untrimmed tokenizer. Tokens that truly cover no text (a space the
+    tokenizer added itself) stay empty.
+    """
+    out = []
+    prev_end = 0
+    for s, e in offsets:
+        out.append((min(s, prev_end), e))
+        prev_end = max(prev_end, e)
+    return out
+
+
 def token_span_ids(tokenizer: Any, text: str, spans: Sequence[Span]) -> tuple[list[int], list[int]]:
     """Tokenise `text` without special tokens; return (input_ids, span_ids), both of length T.
 
-    `tokenizer` must be a transformers fast tokenizer (offsets come from `return_offsets_mapping`,
-    which are character offsets into `text`, exact for byte-level BPE: a token holding part of a
-    multi-byte character reports that whole character). span_ids[t] is i (1..N) when token t
-    overlaps the i-th span, else 0.
+    `tokenizer` must be a transformers fast tokenizer: offsets come from `return_offsets_mapping`
+    (character offsets into `text`; for byte-level BPE a token holding part of a multi-byte
+    character reports that whole character), with trimmed whitespace given back to its token
+    (`fill_offset_gaps`). span_ids[t] is i (1..N) when token t overlaps the i-th span, else 0; so a
+    leading-space token " red" is inside the span of "red".
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(
@@ -180,5 +204,5 @@ def token_span_ids(tokenizer: Any, text: str, spans: Sequence[Span]) -> tuple[li
     spans = check_spans(text, spans)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(enc["input_ids"])
-    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    offsets = fill_offset_gaps([tuple(o) for o in enc["offset_mapping"]])
     return input_ids, span_ids_from_offsets(offsets, spans)

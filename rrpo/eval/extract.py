@@ -34,7 +34,7 @@ _PHRASE = re.compile(
 # A parenthesised letter anywhere, e.g. "I think (B) fits best".
 _PAREN_ANY = re.compile(r"\(([A-Z])\)")
 # An option text given with its label, e.g. Video-MME's "A. a red car".
-_LABELLED_OPTION = re.compile(r"^\s*[\(\[]?[A-Z][\)\]]?[.:)]?\s+")
+_LABELLED_OPTION = re.compile(r"^\s*(?:\([A-Z]\)|\[[A-Z]\]|[A-Z][.:)])\s+")
 
 
 def _norm_text(text: str) -> str:
@@ -102,7 +102,7 @@ _YES_NO_PHRASE = re.compile(r"\banswer(?:\s+is)?\s*:?\s*[\"'*]*(yes|no)\b")
 
 
 def yes_no(prediction: str) -> str | None:
-    """"yes", "no", or None for a reply to a yes/no question.
+    """Return "yes", "no", or None for a reply to a yes/no question.
 
     Decides when the reply starts with the word yes/no ("Yes.", "no, the man is walking"), after
     any leading quotes/markdown, or states "the answer is yes" / "Answer: no". Anything else

@@ -94,7 +94,9 @@ def token_logps_and_kl(
     )
 
 
-def _chunk_log_softmax(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, acc) -> torch.Tensor:
+def _chunk_log_softmax(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, acc
+) -> torch.Tensor:
     """log_softmax(hidden @ weight.T + bias) for one chunk: matmul in the input dtype, softmax in `acc`.
 
     The log-normaliser is subtracted in place so that only one chunk x V block is alive afterwards.

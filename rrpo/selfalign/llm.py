@@ -280,9 +280,11 @@ def _check_messages(messages: Any) -> None:
 
 def _reply_text(completion: Any) -> str:
     """The first choice's content, or _Retryable when the reply has none."""
+    if isinstance(completion, str):  # the client hands back non-JSON bodies (an HTML error page) as text
+        raise _Retryable("malformed reply: not a chat completion (a non-JSON body)")
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list):
-        raise _Retryable(f"malformed reply: not a chat completion ({type(completion).__name__})")
+        raise _Retryable("malformed reply: no 'choices' field")
     if not choices:
         raise _Retryable("malformed reply: no choices")
     message = getattr(choices[0], "message", None)

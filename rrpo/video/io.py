@@ -23,8 +23,11 @@ def sample_frame_indices(
 
     Index i is ``start + floor((2i + 1) * span / (2 * num_frames))`` with ``span = end - start``, computed
     in integers (floating point put some centres one frame early). With fewer frames available than asked
-    for, indices repeat (the model still gets `num_frames`).
+    for, indices repeat (the model still gets `num_frames`). A `start` past the clip is clamped to its last
+    frame; an explicit empty range (end <= start) raises ValueError.
     """
+    if end is not None and end <= start:
+        raise ValueError(f"cannot sample {num_frames} frames from the empty range [{start}, {end})")
     end = num_available if end is None else min(end, num_available)
     start = max(0, min(start, end - 1))
     span = end - start

@@ -190,7 +190,9 @@ class Tally:
     prediction go through `missing(item)`.
     """
 
-    def __init__(self, benchmark: str, scoring: str, items: Sequence[EvalItem], predictions: Mapping[str, str]):
+    def __init__(
+        self, benchmark: str, scoring: str, items: Sequence[EvalItem], predictions: Mapping[str, str]
+    ):
         self.benchmark = benchmark
         self.scoring = scoring
         self.items = list(items)
@@ -210,7 +212,9 @@ class Tally:
         self.lists["missing"].append(item.id)
         self.verdicts[item.id] = {"extracted": None, "correct": False, "status": "missing"}
 
-    def verdict(self, item: EvalItem, extracted: str | None, correct: bool | None, *, status: str = "") -> None:
+    def verdict(
+        self, item: EvalItem, extracted: str | None, correct: bool | None, *, status: str = ""
+    ) -> None:
         if extracted is None and status != "undecided":
             self.lists["unanswered"].append(item.id)
         if status in ("undecided", "excluded"):
@@ -261,7 +265,9 @@ class Tally:
         if self.lists["missing"]:
             notes.append(f"{len(self.lists['missing'])} question(s) had no prediction and count as wrong")
         if self.unknown:
-            notes.append(f"{len(self.unknown)} prediction id(s) are not questions of this benchmark (ignored)")
+            notes.append(
+                f"{len(self.unknown)} prediction id(s) are not questions of this benchmark (ignored)"
+            )
         return {
             "benchmark": self.benchmark,
             "scoring": self.scoring,

@@ -105,7 +105,9 @@ class VideoHallucer(Benchmark):
             category_of[pair] = item.category or ""
         per_cat: dict[str, dict[str, list[int]]] = {}
         for pair, hits in pairs.items():
-            c = per_cat.setdefault(category_of[pair], {"basic": [0, 0], "hallucinated": [0, 0], "overall": [0, 0]})
+            c = per_cat.setdefault(
+                category_of[pair], {"basic": [0, 0], "hallucinated": [0, 0], "overall": [0, 0]}
+            )
             for name, ok in (
                 ("basic", hits.get("basic", False)),
                 ("hallucinated", hits.get("hallucination", False)),

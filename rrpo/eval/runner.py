@@ -1,0 +1,123 @@
+"""`rrpo eval`: run a model on a benchmark (batched, resumable, data-parallel), then score it.
+
+Predictions are appended per question to `<out>/predictions.jsonl` ({"id", "prediction"}, the same format
+`rrpo score` reads), so a rerun reuses them and only asks the model what is missing. Under
+`accelerate launch` each process answers every world_size-th question into its own
+`predictions.rank<r>.jsonl`; the main process merges them and scores. Questions whose video is missing
+are excluded, counted and listed in results.json, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rrpo.data.jsonl import JsonlAppender, read_jsonl
+from rrpo.errors import RRPOError, VideoError
+
+
+def run_eval(
+    model_dir: str,
+    benchmark: str,
+    annotations: str | Path,
+    video_root: str | Path,
+    out_dir: str | Path,
+    *,
+    adapter_dir: str | None = None,
+    frames: int = 64,
+    frame_size: tuple[int, int] | None = None,
+    batch_size: int = 4,
+    max_new_tokens: int = 32,
+    scoring: str = "official",
+    limit: int | None = None,
+    judge: Any = None,
+    vlm: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Answer every question of `benchmark` with the model and score the answers; returns the results."""
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from rrpo.eval.benchmarks import BENCHMARKS
+    from rrpo.eval.scoring import format_table, write_results
+    from rrpo.video import read_frames
+
+    if benchmark not in BENCHMARKS:
+        raise RRPOError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(sorted(BENCHMARKS))}")
+    bench = BENCHMARKS[benchmark]
+    items = bench.load(Path(annotations))
+    if limit:
+        items = items[:limit]
+    video_root, out_dir = Path(video_root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = PartialState()
+
+    present, missing = [], []
+    for item in items:
+        (present if (video_root / item.video).is_file() else missing).append(item)
+
+    merged_path = out_dir / "predictions.jsonl"
+    shard_path = merged_path if state.num_processes == 1 else out_dir / f"predictions.rank{state.process_index}.jsonl"
+    already = {r["id"] for r in read_jsonl(merged_path)} if merged_path.exists() else set()
+    mine = [it for i, it in enumerate(present) if i % state.num_processes == state.process_index]
+    undecodable: list[dict[str, str]] = []
+    with JsonlAppender(shard_path) as sink:
+        todo = [it for it in mine if it.id not in sink.done and it.id not in already]
+        if todo and vlm is None:
+            from rrpo.models import load_model
+
+            vlm = load_model(model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size,
+                             device=state.device)
+        bar = tqdm(total=len(todo), desc=f"eval {benchmark}", unit="q", disable=not (progress and state.is_main_process))
+        for start in range(0, len(todo), batch_size):
+            batch, inputs = [], []
+            for item in todo[start : start + batch_size]:
+                try:
+                    clip = read_frames(video_root / item.video, frames, size=vlm.frame_size,
+                                       start_sec=item.start, end_sec=item.end)
+                except VideoError as err:
+                    undecodable.append({"id": item.id, "video": item.video, "reason": err.reason})
+                    continue
+                batch.append(item)
+                inputs.append((clip, item.prompt))
+            answers = vlm.generate(inputs, max_new_tokens=max_new_tokens, batch_size=batch_size) if inputs else []
+            for item, answer in zip(batch, answers):
+                sink.append({"id": item.id, "prediction": answer})
+            bar.update(len(todo[start : start + batch_size]))
+        bar.close()
+    if undecodable:
+        with (out_dir / f"undecodable.rank{state.process_index}.json").open("w") as f:
+            json.dump(undecodable, f)
+
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+    if state.num_processes > 1:
+        _merge_rank_files(out_dir, merged_path, state.num_processes)
+    predictions = {r["id"]: r["prediction"] for r in read_jsonl(merged_path)}
+    bad = []
+    for path in sorted(out_dir.glob("undecodable.rank*.json")):
+        bad.extend(json.loads(path.read_text()))
+    bad_ids = {b["id"] for b in bad}
+    scored_items = [it for it in present if it.id not in bad_ids]
+    results = bench.score(scored_items, predictions, scoring=scoring, judge=judge)
+    excluded = [{"id": it.id, "video": it.video, "reason": "missing video"} for it in missing] + bad
+    write_results(
+        out_dir, results, model=str(model_dir), adapter=adapter_dir, frames=frames, benchmark=benchmark,
+        annotations=str(annotations), excluded=excluded, excluded_count=len(excluded), questions=len(items),
+    )
+    if excluded:
+        print(f"excluded {len(excluded)} of {len(items)} questions (missing or undecodable video); "
+              f"listed in {out_dir / 'results.json'}")
+    print(format_table(results))
+    return results
+
+
+def _merge_rank_files(out_dir: Path, merged_path: Path, world_size: int) -> None:
+    with JsonlAppender(merged_path) as merged:
+        for rank in range(world_size):
+            path = out_dir / f"predictions.rank{rank}.jsonl"
+            for record in read_jsonl(path) if path.exists() else []:
+                if record["id"] not in merged.done:
+                    merged.append(record)

@@ -1,0 +1,287 @@
+"""The adapter base class: what differs between video-LLM families, behind one small interface.
+
+An adapter instance *is* the loaded video LM (`VideoLM = VideoLMAdapter`): it holds the HF model (peft-
+wrapped when a LoRA adapter is loaded), processor and tokenizer, and knows the family's quirks:
+which processor arguments a video needs, how positions are computed (1-D for LLaVA, 3-axis mrope for
+Qwen), which modules LoRA may target, and how to reach the language model and LM head.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from rrpo.errors import RRPOError
+
+# The language model's linear layers, by module path. A bare `q_proj` would also hit SigLIP / CLIP
+# vision towers, so the path must go through `language_model`.
+LM_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGET_REGEX = r"(?:.*\.)?language_model\.(?:.*\.)?(?:" + "|".join(LM_LINEAR_NAMES) + r")"
+
+
+class SkipPair(RRPOError):
+    """A preference pair that cannot be encoded within `max_length` (the reason says why)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class EncodedPair:
+    """One tokenised preference pair sharing a prefix (chat template + video + prompt + generation prompt).
+
+    `prefix_ids` [P], `chosen_ids` [C], `rejected_ids` [R] are 1-D long tensors; the response ids include
+    the end-of-turn token(s). `*_span_ids` ([C], [R]) give each response token's span id (0 outside the
+    differing concepts). `mm` holds the processor's video tensors for this one video (e.g.
+    `pixel_values_videos`, `video_grid_thw`, `second_per_grid_ts`) and, for Qwen, the prefix's
+    `mm_token_type_ids` [P]. `truncated` is True when a response was cut to fit `max_length`.
+    """
+
+    prefix_ids: torch.Tensor
+    chosen_ids: torch.Tensor
+    rejected_ids: torch.Tensor
+    chosen_span_ids: torch.Tensor
+    rejected_span_ids: torch.Tensor
+    mm: dict[str, torch.Tensor] = field(default_factory=dict)
+    truncated: bool = False
+
+    @property
+    def prefix_length(self) -> int:
+        return int(self.prefix_ids.numel())
+
+
+class VideoLMAdapter:
+    """Base adapter. Subclasses set the class attributes and override the hooks their family needs.
+
+    Class attributes:
+        family: the CLI name ("qwen2-vl", ...).
+        model_types: `config.model_type` values that map to this family.
+        model_class: name of the transformers class (`transformers.<name>`), loaded with `from_pretrained`.
+        trust_remote_code: load model and processor with the checkpoint's own code (LongVU, VideoChat2);
+            such a family overrides `language_model`, `lm_head` and `inner_forward` for its custom class.
+        default_frame_size: (h, w) frames are decoded at when neither the caller nor `rrpo_family.json`
+            says otherwise.
+        mrope: True for the Qwen families (3-axis positions from the model's rope index).
+    """
+
+    family: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    model_class: ClassVar[str] = ""
+    trust_remote_code: ClassVar[bool] = False
+    default_frame_size: ClassVar[tuple[int, int]] = (336, 336)
+    mrope: ClassVar[bool] = False
+    lora_target_modules: ClassVar[str] = LORA_TARGET_REGEX
+
+    def __init__(self, model, processor, *, num_frames: int = 16, frame_size: tuple[int, int] | None = None):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.num_frames = int(num_frames)
+        self.frame_size = tuple(frame_size) if frame_size else self.default_frame_size
+        self._turn_end: str | None = None
+
+    # ----- model structure -------------------------------------------------------------------------
+    @property
+    def hf_model(self):
+        """The transformers model (LoRA layers injected in place when wrapped by peft)."""
+        return unwrap_peft(self.model)
+
+    @property
+    def inner(self):
+        """The multimodal base model (`*Model`) below the LM head: vision tower + projector + LM."""
+        return self.hf_model.model
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.inner.language_model
+
+    @property
+    def lm_head(self) -> torch.nn.Linear:
+        return self.hf_model.lm_head
+
+    @property
+    def is_peft(self) -> bool:
+        return is_peft_model(self.model)
+
+    # ----- text ------------------------------------------------------------------------------------
+    def prompt_text(self, prompt: str) -> str:
+        """The chat-templated prefix text: user turn with one video and `prompt`, then the generation prompt."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @property
+    def turn_end(self) -> str:
+        """Text the chat template closes an assistant turn with, up to and including the EOS token.
+
+        Derived from the template itself (render an assistant turn and take what follows its content),
+        so e.g. Qwen gives "<|im_end|>"; falls back to the tokenizer's EOS token.
+        """
+        if self._turn_end is None:
+            sentinel = "RRPOSENTINEL"
+            messages = [
+                {"role": "user", "content": [{"type": "text", "text": "q"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": sentinel}]},
+            ]
+            eos = self.tokenizer.eos_token or ""
+            try:
+                text = self.processor.apply_chat_template(messages, tokenize=False)
+                suffix = text[text.rindex(sentinel) + len(sentinel) :]
+            except (ValueError, TypeError, AttributeError):
+                suffix = ""
+            if eos and eos in suffix:
+                self._turn_end = suffix[: suffix.index(eos) + len(eos)]
+            else:
+                self._turn_end = eos
+        return self._turn_end
+
+    # ----- video -----------------------------------------------------------------------------------
+    def processor_video_kwargs(self, frames: list[np.ndarray], sampled_fps: float) -> dict[str, Any]:
+        """Extra keyword arguments for `processor(text=..., videos=frames, ...)` (family quirks)."""
+        return {}
+
+    def mm_keys(self) -> tuple[str, ...]:
+        """Processor outputs that belong to the video (kept in `EncodedPair.mm`)."""
+        return ("pixel_values_videos",)
+
+    def collate_mm(self, mms: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Concatenate per-pair video tensors along dim 0 (the layout every supported family expects)."""
+        out: dict[str, torch.Tensor] = {}
+        for key in self.mm_keys():
+            if key in mms[0]:
+                out[key] = torch.cat([m[key] for m in mms], dim=0)
+        return out
+
+    # ----- positions -------------------------------------------------------------------------------
+    def prefix_positions(self, prefix_ids: torch.Tensor, mm: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Position ids of one prefix, shape [A, P] (A = 1, or 3 for mrope), and the position of the next
+        text token (where both responses start). Default: plain 0..P-1."""
+        p = prefix_ids.numel()
+        return torch.arange(p, device=prefix_ids.device).unsqueeze(0), p
+
+    def model_mm_kwargs(self, batch_mm: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Keyword arguments of the multimodal base model's forward for a batch's video tensors."""
+        return dict(batch_mm)
+
+    # ----- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def load_hf_model(cls, model_dir, *, dtype, attn_implementation: str):
+        import transformers
+
+        klass = getattr(transformers, cls.model_class)
+        return klass.from_pretrained(
+            model_dir,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=cls.trust_remote_code,
+        )
+
+    @classmethod
+    def load_processor(cls, model_dir):
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(model_dir, trust_remote_code=cls.trust_remote_code)
+
+    # ----- generation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self, items: list[tuple[np.ndarray, str]], *, max_new_tokens: int = 32, batch_size: int = 4
+    ) -> list[str]:
+        """Greedy responses for (frames uint8 [T, H, W, 3], user prompt) items, batched with left padding.
+
+        Returns the decoded new text of each item without special tokens, in input order.
+        """
+        out: list[str] = []
+        tok = self.tokenizer
+        was_training = self.model.training
+        self.model.eval()
+        old_side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                frames = [check_frames(f, where=f"item {start + i}") for i, (f, _) in enumerate(chunk)]
+                texts = [self.prompt_text(p) for _, p in chunk]
+                inputs = self.processor(
+                    text=texts,
+                    videos=frames,
+                    padding=True,
+                    return_tensors="pt",
+                    **self.processor_video_kwargs(frames, DEFAULT_SAMPLED_FPS),
+                )
+                inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+                if "pixel_values_videos" in inputs:
+                    inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
+                gen = self.model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.convert_tokens_to_ids(self.turn_end_token_ids_str()),
+                )
+                new = gen[:, inputs["input_ids"].shape[1] :]
+                out.extend(s.strip() for s in tok.batch_decode(new, skip_special_tokens=True))
+        finally:
+            tok.padding_side = old_side
+            self.model.train(was_training)
+        return out
+
+    def turn_end_token_ids_str(self) -> list[str]:
+        """Tokens that end a generated turn: the EOS token (and the template's closing token if special)."""
+        toks = [self.tokenizer.eos_token]
+        for t in self.tokenizer.tokenize(self.turn_end):
+            if t in self.tokenizer.all_special_tokens and t not in toks:
+                toks.append(t)
+        return [t for t in toks if t]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+
+VideoLM = VideoLMAdapter
+
+# Frames from `rrpo.video.read_frames` are uniform samples whose real spacing the caller may not pass;
+# Qwen's own pipeline (qwen-vl-utils) samples at 2 fps, so that is the default time scale.
+DEFAULT_SAMPLED_FPS = 2.0
+
+
+def check_frames(frames: np.ndarray, *, where: str = "frames") -> np.ndarray:
+    """Validate uint8 [T, H, W, 3] frames (as `rrpo.video.read_frames` returns them)."""
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 1:
+        raise RRPOError(f"{where}: frames must be uint8 [T, H, W, 3], got {arr.dtype} {tuple(arr.shape)}")
+    return arr
+
+
+def is_peft_model(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+def unwrap_peft(model):
+    """The transformers model under a peft wrapper (LoRA layers stay injected in it)."""
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def is_language_param(name: str) -> bool:
+    """Whether a parameter name belongs to the language model or LM head (not vision tower / projector)."""
+    return "language_model" in name or "lm_head" in name
+
+
+def lora_targets_ok(model, pattern: str = LORA_TARGET_REGEX) -> list[str]:
+    """Module names the LoRA regex matches (for checks: all must be language-model linear layers)."""
+    rx = re.compile(pattern)
+    return [n for n, _ in unwrap_peft(model).named_modules() if rx.fullmatch(n)]

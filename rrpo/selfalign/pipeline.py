@@ -1,0 +1,310 @@
+"""Self-alignment data generation: perturb videos, catch the model's mistakes, judge, mark the differences.
+
+For each question: decode N frames, make `num_perturbations` perturbed versions (deterministic for the
+seed and the record id), let the model answer each greedily, judge every answer, and if one is wrong
+make a preference pair (ground truth preferred, the wrong answer not) whose differing concepts the
+differ marks as paired character spans.
+
+Every question ends in exactly one of three append-only files, one line each, keyed by its id:
+`pairs.jsonl` (a pair was made), `correct.jsonl` (answered correctly under every perturbation) or
+`rejects.jsonl` (why no pair: bad video, unparseable answer, judge failure, differ reject). A rerun
+skips ids already in any of them, so `kill -9` loses at most the records in flight and duplicates
+none. `--shard i/n` takes the records whose id hashes to i (stable across machines); `merge_shards`
+joins the shard files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rrpo.data.jsonl import JsonlAppender, read_jsonl
+from rrpo.data.record import LETTERS, PreferencePair, VideoQuestion
+from rrpo.errors import RRPOError, VideoError
+
+# A generator answers a batch of (frames [T,H,W,3] uint8, prompt) greedily.
+Generator = Callable[[list[tuple[np.ndarray, str]]], list[str]]
+
+MCQ_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+YESNO_INSTRUCTION = "Answer the question using 'yes' or 'no'."
+
+
+def question_prompt(q: VideoQuestion) -> str:
+    """The text the model is asked for a question (the same wording in pretraining, generation and eval)."""
+    if q.answer_type == "mcq":
+        options = "\n".join(f"({LETTERS[i]}) {text}" for i, text in enumerate(q.options or []))
+        return f"{q.question}\nOptions:\n{options}\n{MCQ_INSTRUCTION}"
+    if q.answer_type == "yesno":
+        return f"{q.question}\n{YESNO_INSTRUCTION}"
+    return q.question
+
+
+def reference_answer(q: VideoQuestion) -> str:
+    """The preferred response: "(B) a red circle" for mcq, "Yes"/"No" for yes/no, the answer for open."""
+    if q.answer_type == "mcq":
+        return f"({q.answer_letter}) {q.answer}"
+    if q.answer_type == "yesno":
+        return q.answer.capitalize()
+    return q.answer
+
+
+def canonical_wrong_answer(q: VideoQuestion, extracted: str | None, prediction: str) -> str:
+    """The non-preferred response in the preferred response's format, so the pair differs in the concept
+    and not in style: "(A) a blue square" for an mcq answered "A", "No" for a yes/no answered "no.";
+    open answers are kept verbatim."""
+    if q.answer_type == "mcq" and extracted:
+        return f"({extracted}) {q.options[LETTERS.index(extracted)]}"
+    if q.answer_type == "yesno" and extracted:
+        return extracted.capitalize()
+    return prediction.strip()
+
+
+def shard_of(record_id: str, num_shards: int) -> int:
+    """Stable shard of a record id (sha1, not Python's salted hash)."""
+    return int(hashlib.sha1(record_id.encode()).hexdigest(), 16) % num_shards
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise RRPOError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise RRPOError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+@dataclass
+class GenerateConfig:
+    perturb: str = "mask+local_shuffle"
+    num_perturbations: int = 2
+    frames: int = 16
+    frame_size: tuple[int, int] | None = None
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    mask_fraction: tuple[float, float] | float = (0.25, 0.5)
+    window: int = 4
+    judge: str = "rule"  # rule | llm (llm also runs the LLM differ on open answers)
+    shard: tuple[int, int] | None = None
+
+
+@dataclass
+class OutputFiles:
+    pairs: Path
+    rejects: Path
+    correct: Path
+    summary: Path
+
+    @classmethod
+    def for_out(cls, out: str | Path, shard: tuple[int, int] | None = None) -> OutputFiles:
+        out = Path(out)
+        suffix = f".shard{shard[0]:02d}-of-{shard[1]:02d}" if shard else ""
+        stem = out.stem + suffix
+        return cls(
+            pairs=out.with_name(f"{stem}{out.suffix or '.jsonl'}"),
+            rejects=out.with_name(f"rejects{suffix}.jsonl"),
+            correct=out.with_name(f"correct{suffix}.jsonl"),
+            summary=out.with_name(f"summary{suffix}.json"),
+        )
+
+
+@dataclass
+class Summary:
+    records_seen: int = 0
+    records_in_shard: int = 0
+    resumed_done: int = 0
+    processed: int = 0
+    correct_on_every_perturbation: int = 0
+    pairs_made: int = 0
+    rejects_by_reason: Counter = field(default_factory=Counter)
+    judge_calls: int = 0
+    judge_cache_hits: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["rejects_by_reason"] = dict(sorted(self.rejects_by_reason.items()))
+        d["rejects"] = sum(self.rejects_by_reason.values())
+        return d
+
+
+def _reason_key(reason: str) -> str:
+    return reason.split(":")[0].strip()
+
+
+def generate_pairs(
+    questions: Sequence[VideoQuestion],
+    video_root: str | Path,
+    out: str | Path,
+    generator: Generator,
+    cfg: GenerateConfig,
+    *,
+    llm: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the pipeline over `questions` and append results to the output files; returns the summary."""
+    from tqdm.auto import tqdm
+
+    from rrpo.selfalign.differ import DiffReject, diff_answers
+    from rrpo.selfalign.judge import judge_answer
+    from rrpo.video import read_frames
+    from rrpo.video.perturb import perturb_frames
+
+    files = OutputFiles.for_out(out, cfg.shard)
+    video_root = Path(video_root)
+    summary = Summary(records_seen=len(questions))
+    started = time.time()
+    calls0 = (getattr(llm, "calls", 0), getattr(llm, "cache_hits", 0))
+
+    with (
+        JsonlAppender(files.pairs) as pairs_out,
+        JsonlAppender(files.rejects) as rejects_out,
+        JsonlAppender(files.correct) as correct_out,
+    ):
+        done = pairs_out.done | rejects_out.done | correct_out.done
+        todo = [q for q in questions if cfg.shard is None or shard_of(q.id, cfg.shard[1]) == cfg.shard[0]]
+        summary.records_in_shard = len(todo)
+        summary.resumed_done = sum(q.id in done for q in todo)
+        todo = [q for q in todo if q.id not in done]
+
+        def reject(q: VideoQuestion, reason: str, **extra: Any) -> None:
+            rejects_out.append({"id": q.id, "reason": reason, "video": q.video, **extra})
+            summary.rejects_by_reason[_reason_key(reason)] += 1
+
+        bar = tqdm(total=len(todo), desc="generate", unit="rec", disable=not progress)
+        # One batch of records at a time; each record contributes num_perturbations model inputs.
+        per_batch = max(1, cfg.batch_size // max(1, cfg.num_perturbations))
+        for start in range(0, len(todo), per_batch):
+            batch = todo[start : start + per_batch]
+            inputs, owners, infos = [], [], []
+            for q in batch:
+                try:
+                    frames = read_frames(video_root / q.video, cfg.frames, size=cfg.frame_size)
+                except VideoError as err:
+                    reject(q, f"bad video: {err.reason}")
+                    continue
+                prompt = question_prompt(q)
+                for v in range(cfg.num_perturbations):
+                    perturbed, info = perturb_frames(
+                        frames, cfg.perturb, seed=cfg.seed, key=q.id, variant=v,
+                        mask_fraction=cfg.mask_fraction, window=cfg.window,
+                    )
+                    inputs.append((perturbed, prompt))
+                    owners.append(q)
+                    infos.append(info)
+            predictions = generator(inputs) if inputs else []
+            by_record: dict[str, list[tuple[str, Any]]] = {}
+            for q, pred, info in zip(owners, predictions, infos):
+                by_record.setdefault(q.id, []).append((pred, info))
+            for q in batch:
+                if q.id not in by_record:
+                    continue  # rejected above
+                _finish_record(q, by_record[q.id], cfg, llm, judge_answer, diff_answers, DiffReject,
+                               pairs_out, correct_out, reject, summary)
+                summary.processed += 1
+            bar.update(len(batch))
+        bar.close()
+
+    summary.judge_calls = getattr(llm, "calls", 0) - calls0[0]
+    summary.judge_cache_hits = getattr(llm, "cache_hits", 0) - calls0[1]
+    summary.seconds = round(time.time() - started, 2)
+    result = summary.to_dict()
+    result["files"] = {k: str(v) for k, v in files.__dict__.items()}
+    # Totals over everything in the files (this run and earlier, interrupted ones).
+    result["totals"] = {
+        "pairs": len(read_jsonl(files.pairs)),
+        "rejects": len(read_jsonl(files.rejects)),
+        "correct": len(read_jsonl(files.correct)),
+    }
+    files.summary.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _finish_record(q, answers, cfg, llm, judge_answer, diff_answers, DiffReject, pairs_out, correct_out,
+                   reject, summary) -> None:  # noqa: ANN001 - internal
+    verdicts = []
+    for pred, info in answers:
+        try:
+            verdict = judge_answer(q, pred, llm=llm if cfg.judge == "llm" else None)
+        except RRPOError as err:
+            reject(q, f"judge error: {err}", predictions=[p for p, _ in answers])
+            return
+        verdicts.append((pred, info, verdict))
+    wrong = [(p, i, v) for p, i, v in verdicts if v.correct is False]
+    undecided = [(p, v) for p, _, v in verdicts if v.correct is None]
+    if not wrong:
+        if undecided:
+            reject(q, f"unjudged: {undecided[0][1].reason}", predictions=[p for p, _ in undecided])
+            return
+        correct_out.append({"id": q.id, "predictions": [p for p, _, _ in verdicts]})
+        summary.correct_on_every_perturbation += 1
+        return
+    pred, info, verdict = wrong[0]
+    chosen = reference_answer(q)
+    rejected = canonical_wrong_answer(q, verdict.extracted, pred)
+    try:
+        diff = diff_answers(chosen, rejected, answer_type=q.answer_type, options=q.options,
+                            llm=llm if cfg.judge == "llm" else None)
+    except DiffReject as err:
+        reject(q, f"differ: {err}", chosen=chosen, rejected=rejected)
+        return
+    pair = PreferencePair(
+        id=q.id, video=q.video, question=question_prompt(q), chosen=chosen, rejected=rejected,
+        chosen_spans=[tuple(s) for s in diff.chosen_spans], rejected_spans=[tuple(s) for s in diff.rejected_spans],
+        options=q.options, answer_type=q.answer_type, source="rrpo-generate",
+        metadata={
+            "prediction": pred,
+            "perturbation": info.to_dict(),
+            "differ": diff.method,
+            "wrong_on": len(wrong),
+            "num_perturbations": len(verdicts),
+            **({"question_metadata": q.metadata} if q.metadata else {}),
+        },
+    )
+    pair.validate()
+    pairs_out.append(pair.to_dict())
+    summary.pairs_made += 1
+
+
+def merge_shards(out: str | Path, num_shards: int) -> dict[str, Any]:
+    """Join `<out>.shardII-of-NN` files (pairs, rejects, correct) into the unsharded files, checking that
+    every shard is present and that no id appears twice."""
+    totals: dict[str, int] = {}
+    target = OutputFiles.for_out(out)
+    shards = [OutputFiles.for_out(out, (i, num_shards)) for i in range(num_shards)]
+    missing = [str(s.pairs) for s in shards if not s.pairs.exists()]
+    if missing:
+        raise RRPOError(f"missing shard output(s): {', '.join(missing)}")
+    for kind in ("pairs", "rejects", "correct"):
+        seen: set[str] = set()
+        dest = getattr(target, kind)
+        if dest.exists() and dest.stat().st_size:
+            raise RRPOError(f"{dest} already exists and is not empty; remove it to merge again")
+        with dest.open("w") as f:
+            for s in shards:
+                path = getattr(s, kind)
+                for rec in read_jsonl(path) if path.exists() else []:
+                    if rec["id"] in seen:
+                        raise RRPOError(f"id {rec['id']!r} appears in more than one shard ({path})")
+                    seen.add(rec["id"])
+                    f.write(json.dumps(rec) + "\n")
+        totals[kind] = len(seen)
+    merged_summary: dict[str, Any] = {"shards": num_shards, "totals": totals, "rejects_by_reason": Counter()}
+    for s in shards:
+        if s.summary.exists():
+            part = json.loads(s.summary.read_text())
+            merged_summary["rejects_by_reason"].update(part.get("rejects_by_reason", {}))
+    merged_summary["rejects_by_reason"] = dict(merged_summary["rejects_by_reason"])
+    target.summary.write_text(json.dumps(merged_summary, indent=2))
+    return merged_summary
