@@ -168,9 +168,12 @@ class FakeOpenAIServer:
                         headers = {}
                         if action.retry_after is not None:
                             headers["Retry-After"] = str(action.retry_after)
-                        payload = action.body or json.dumps(
-                            {"error": {"message": f"fake error {action.status}", "type": "server_error"}}
-                        ).encode()
+                        payload = (
+                            action.body
+                            or json.dumps(
+                                {"error": {"message": f"fake error {action.status}", "type": "server_error"}}
+                            ).encode()
+                        )
                         self._send(action.status, payload, "application/json", headers)
                     elif isinstance(action, Garbage):
                         self._send(action.status, action.body, action.content_type, {})
@@ -196,7 +199,9 @@ class FakeOpenAIServer:
         httpd.daemon_threads = True  # a handler still sleeping must not block shutdown
         httpd.block_on_close = False
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

@@ -35,9 +35,7 @@ def test_parse_masked_on_the_paper_fixture(shared_fixtures):
             assert plain == rec[plain_key]
             assert spans  # every good record marks something on both sides
             # the span texts are exactly what the tags enclose, without the markup spaces
-            enclosed = [
-                chunk.split("</MASK>")[0].strip() for chunk in rec[masked_key].split("<MASK>")[1:]
-            ]
+            enclosed = [chunk.split("</MASK>")[0].strip() for chunk in rec[masked_key].split("<MASK>")[1:]]
             assert texts_of(plain, spans) == enclosed
 
     milk = next(r for r in good if r["src"] == "open_ended")
@@ -54,7 +52,11 @@ def test_parse_masked_on_the_paper_fixture(shared_fixtures):
 @pytest.mark.parametrize(
     "masked, plain, inside",
     [
-        ("takes out <MASK> a bottle of milk </MASK> and", "takes out a bottle of milk and", ["a bottle of milk"]),
+        (
+            "takes out <MASK> a bottle of milk </MASK> and",
+            "takes out a bottle of milk and",
+            ["a bottle of milk"],
+        ),
         ("<MASK> Yes </MASK>", "Yes", ["Yes"]),  # tags at start and end, paper spacing
         ("<MASK>No</MASK>", "No", ["No"]),  # no spaces at all
         ("(<MASK>B</MASK>) the dog", "(B) the dog", ["B"]),
@@ -212,12 +214,16 @@ def test_token_span_ids_match_byte_level_reference(bpe_tokenizer, masked):
 
 
 def test_leading_space_token_counts_as_inside(bpe_tokenizer):
-    text = "He takes out a bottle of milk."
-    a = text.index("milk")
-    input_ids, span_ids = token_span_ids(bpe_tokenizer, text, [(a, a + 4)])
-    tokens = bpe_tokenizer.convert_ids_to_tokens(input_ids)
-    inside = [t for t, k in zip(tokens, span_ids) if k]
-    assert "".join(inside).replace("Ġ", " ") == " milk"  # the space before "milk" travels with it
+    text = "He takes out a bottle of milk and pours it into the glass."
+    tokens = bpe_tokenizer.convert_ids_to_tokens(bpe_tokenizer(text, add_special_tokens=False)["input_ids"])
+    # find a learned token that carries a leading space and letters ("Ġthe", "Ġa", ...)
+    t = next(i for i, tok in enumerate(tokens) if tok.startswith("Ġ") and len(tok) > 1)
+    start = len("".join(tokens[:t])) + 1  # ASCII text: one character per byte; +1 skips the space
+    end = start + len(tokens[t]) - 1
+    input_ids, span_ids = token_span_ids(bpe_tokenizer, text, [(start, end)])
+    assert text[start - 1] == " " and not text[start].isspace()
+    assert span_ids[t] == 1
+    assert span_ids[:t] == [0] * t  # nothing before it
 
 
 def test_token_span_ids_needs_a_fast_tokenizer():

@@ -137,3 +137,49 @@ def test_kill_9_and_resume(tmp_path: Path) -> None:
                        GenerateConfig(frames=8, batch_size=2, num_perturbations=1), progress=False)
     ids = [json.loads(line)["id"] for line in pairs.read_text().splitlines()]
     assert sorted(ids) == sorted(q.id for q in qs), "no lost and no duplicated records"
+
+
+def _open_questions(root: Path) -> list[VideoQuestion]:
+    _clip(root / "o.mp4", 90)
+    return [VideoQuestion(id="open1", video="o.mp4", question="What happens?",
+                          answer="A red circle slowly moves to the left side of the frame.", answer_type="open").validate()]
+
+
+def _scripted_llm(request):
+    """Judge says wrong; the differ marks the colour/shape phrase on both sides."""
+    from fake_openai_server import Reply
+
+    messages = request.body["messages"]
+    if messages[0]["role"] == "system":  # the answer judge
+        return Reply('{"pred": "no", "score": 1}')
+    if len(messages) == 1:  # differ, first turn
+        return Reply("Sentence 1 has a red circle, Sentence 2 a blue square.")
+    return Reply("Sentence 1: A <MASK> red circle </MASK> slowly moves to the left side of the frame.\n"
+                 "Sentence 2: A <MASK> blue square </MASK> slowly moves to the left side of the frame.")
+
+
+def test_open_answers_with_llm_judge_and_differ_and_retry_after_outage(tmp_path: Path, monkeypatch) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_openai_server import Fail, FakeOpenAIServer
+
+    from rrpo.selfalign.llm import LLMClient
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-written")
+    qs = _open_questions(tmp_path)
+    out = tmp_path / "pairs.jsonl"
+    cfg = GenerateConfig(frames=8, num_perturbations=1, judge="llm")
+    generator = lambda items: ["A blue square slowly moves to the left side of the frame."] * len(items)  # noqa: E731
+    with FakeOpenAIServer(default=Fail(500)) as server:
+        llm = LLMClient(server.base_url, "fake", cache_dir=tmp_path / "cache", max_retries=1, backoff=0.001)
+        summary = generate_pairs(qs, tmp_path, out, generator, cfg, llm=llm, progress=False)
+    # The outage is reported, and nothing is written, so the next run retries the record.
+    assert list(summary["llm_failures"]) == ["open1"] and summary["pairs_made"] == 0
+    assert not out.read_text() and not (tmp_path / "rejects.jsonl").read_text()
+    with FakeOpenAIServer(default=_scripted_llm) as server:
+        llm = LLMClient(server.base_url, "fake", cache_dir=tmp_path / "cache", max_retries=1, backoff=0.001)
+        summary = generate_pairs(qs, tmp_path, out, generator, cfg, llm=llm, progress=False)
+        assert summary["judge_calls"] == server.request_count == 3  # judge + two differ turns
+    pair = PreferencePair.from_dict(json.loads(out.read_text()))
+    assert [pair.chosen[s:e] for s, e in pair.chosen_spans] == ["red circle"]
+    assert [pair.rejected[s:e] for s, e in pair.rejected_spans] == ["blue square"]
+    assert "sk-test-never-written" not in "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json"))

@@ -129,10 +129,14 @@ def test_read_fixture_segment(sample_video, fixture_32):
     # Open-ended segments.
     head = read_frames(sample_video, 4, size=(32, 32), end_sec=1.0)
     head_idx = [i for i, t in enumerate(times) if t <= 1.0]
-    np.testing.assert_array_equal(head, np.stack([reference[head_idx[k]] for k in naive_centres(len(head_idx), 4)]))
+    np.testing.assert_array_equal(
+        head, np.stack([reference[head_idx[k]] for k in naive_centres(len(head_idx), 4)])
+    )
     tail = read_frames(sample_video, 4, size=(32, 32), start_sec=4.0)
     tail_idx = [i for i, t in enumerate(times) if t >= 4.0]
-    np.testing.assert_array_equal(tail, np.stack([reference[tail_idx[k]] for k in naive_centres(len(tail_idx), 4)]))
+    np.testing.assert_array_equal(
+        tail, np.stack([reference[tail_idx[k]] for k in naive_centres(len(tail_idx), 4)])
+    )
 
 
 def test_segment_outside_video_raises(sample_video):

@@ -198,6 +198,9 @@ class VideoQuestion:
         `to_dict` writes both; `from_dict` checks they agree.
       - 'yesno': the answer is normalised to "yes" or "no" (case and a trailing period ignored).
       - 'open': any non-empty answer.
+
+    The normalisation happens in `validate()` (which `from_dict` and `load_questions` call); build
+    records through those, or call `validate()` yourself, before relying on `answer_letter`.
     """
 
     id: str

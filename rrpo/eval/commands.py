@@ -1,4 +1,4 @@
-"""`rrpo score` and `rrpo compare` (`rrpo eval` and `rrpo deviation` are added beside them later)."""
+"""`rrpo eval`, `rrpo score`, `rrpo compare` and `rrpo deviation`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,66 @@ from pathlib import Path
 BENCHMARK_NAMES = ("videohallucer", "tvbench", "mvbench", "videomme", "mlvu", "tempcompass", "longvideobench")
 
 
+def _add_judge_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge-url", default=None,
+                   help="OpenAI-compatible endpoint for answers no rule decides (TempCompass); default: none")
+    p.add_argument("--judge-model", default="gpt-4o-mini")
+    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--judge-cache", default=None, help="cache dir for judge replies")
+
+
+def _judge_from(args: argparse.Namespace, default_cache: Path):
+    """An LLM judge callable(question, answer, prediction) -> bool | None, or None without --judge-url."""
+    if not args.judge_url:
+        return None
+    from rrpo.selfalign.judge import make_benchmark_judge
+    from rrpo.selfalign.llm import LLMClient
+
+    llm = LLMClient(args.judge_url, args.judge_model, api_key_env=args.judge_api_key_env,
+                    cache_dir=args.judge_cache or str(default_cache))
+    return make_benchmark_judge(llm)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    e = subparsers.add_parser(
+        "eval",
+        help="run a model (optionally with a LoRA adapter) on a benchmark and score it",
+        description="Batched greedy inference on every question (data-parallel under accelerate launch), "
+        "appending predictions to OUT/predictions.jsonl so a rerun resumes, then official scoring into "
+        "OUT/results.json. Missing videos are excluded and counted.",
+    )
+    e.add_argument("--model", required=True)
+    e.add_argument("--adapter", default=None)
+    e.add_argument("--benchmark", required=True, choices=BENCHMARK_NAMES)
+    e.add_argument("--annotations", required=True, type=Path)
+    e.add_argument("--video-root", required=True, type=Path)
+    e.add_argument("--frames", type=int, default=64)
+    e.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    e.add_argument("--batch-size", type=int, default=4)
+    e.add_argument("--max-new-tokens", type=int, default=32)
+    e.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke tests)")
+    e.add_argument("--out", required=True, type=Path)
+    e.add_argument("--scoring", choices=("official", "paper"), default="official")
+    _add_judge_flags(e)
+    e.set_defaults(func=run_eval_cmd)
+
+    d = subparsers.add_parser(
+        "deviation",
+        help="how far an adapter moved the model: per-token KL(base || aligned) on held-out responses",
+        description="Mean per-token KL(base || aligned) over the responses of a held-out set (preference "
+        "pairs: the chosen response; questions: the ground-truth answer), with the base computed by "
+        "switching the adapter off (one copy of the weights). Writes deviation.json and a histogram PNG.",
+    )
+    d.add_argument("--model", required=True)
+    d.add_argument("--adapter", required=True)
+    d.add_argument("--data", required=True, type=Path, help="pairs JSONL or questions JSONL")
+    d.add_argument("--video-root", required=True, type=Path)
+    d.add_argument("--frames", type=int, default=16)
+    d.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    d.add_argument("--limit", type=int, default=None)
+    d.add_argument("--out", required=True, type=Path)
+    d.set_defaults(func=run_deviation_cmd)
+
     p = subparsers.add_parser(
         "score",
         help="score a predictions JSONL file against a benchmark's annotations",
@@ -24,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--write-template", type=Path, metavar="PATH", help="write a predictions template")
     p.add_argument("--out", type=Path, help="directory to write results.json into")
     p.add_argument("--scoring", choices=("official", "paper"), default="official")
+    _add_judge_flags(p)
     p.set_defaults(func=run_score)
 
     c = subparsers.add_parser(
@@ -49,7 +109,8 @@ def run_score(args: argparse.Namespace) -> int:
         print(f"wrote {n} questions to {args.write_template}")
         return 0
     predictions = read_predictions(args.predictions)
-    results = bench.score(items, predictions, scoring=args.scoring)
+    judge = _judge_from(args, (args.out or args.predictions.parent) / "judge_cache")
+    results = bench.score(items, predictions, scoring=args.scoring, judge=judge)
     print(format_table(results))
     if args.out:
         path = write_results(
@@ -76,4 +137,29 @@ def run_compare(args: argparse.Namespace) -> int:
         (args.out / "compare.md").write_text(table, encoding="utf-8")
         chart = compare_chart(runs, args.out / "compare.png")
         print(f"wrote {args.out / 'compare.md'} and {chart}")
+    return 0
+
+
+def run_eval_cmd(args: argparse.Namespace) -> int:
+    from rrpo.eval.runner import run_eval
+
+    run_eval(
+        args.model, args.benchmark, args.annotations, args.video_root, args.out, adapter_dir=args.adapter,
+        frames=args.frames, frame_size=tuple(args.frame_size) if args.frame_size else None,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, scoring=args.scoring, limit=args.limit,
+        judge=_judge_from(args, args.out / "judge_cache"),
+    )
+    return 0
+
+
+def run_deviation_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from rrpo.eval.deviation import model_deviation
+
+    result = model_deviation(
+        args.model, args.adapter, args.data, args.video_root, args.out, frames=args.frames,
+        frame_size=tuple(args.frame_size) if args.frame_size else None, limit=args.limit,
+    )
+    print(json.dumps({k: v for k, v in result.items() if k != "per_example"}, indent=2))
     return 0

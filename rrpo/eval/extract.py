@@ -56,6 +56,7 @@ def mcq_letter(prediction: str, options: Sequence[str]) -> str | None:
     3. an answer phrase: "The answer is B", "The correct option is (B).", "Answer: B";
     4. the reply is (or opens with) exactly one option's text, case and punctuation ignored;
     5. exactly one distinct parenthesised letter "(B)" appears anywhere.
+    A reply naming two different parenthesised letters ("(A) or (B)") is None.
     Letters must be upper-case (a lower-case "a" is an article, not an answer) and name one of
     `options` (any A-Z when `options` is empty). Options may be given with or without a label
     ("A. a dog" or "a dog").
@@ -74,10 +75,14 @@ def mcq_letter(prediction: str, options: Sequence[str]) -> str | None:
     def ok(letter: str | None) -> str | None:
         return letter if letter and letter in valid else None
 
-    for pattern in (_BARE, _LEADING):
-        m = pattern.match(text)
-        if m:
-            return ok(next(g for g in m.groups() if g))
+    m = _BARE.match(text)
+    if m:
+        return ok(m.group(1))
+    if len(set(_PAREN_ANY.findall(text))) > 1:
+        return None  # "(A) or (B)": hedged between options
+    m = _LEADING.match(text)
+    if m:
+        return ok(next(g for g in m.groups() if g))
     m = _PHRASE.search(text)
     if m:
         return ok(m.group(1))

@@ -99,11 +99,10 @@ def _chunk_log_softmax(
 ) -> torch.Tensor:
     """log_softmax(hidden @ weight.T + bias) for one chunk: matmul in the input dtype, softmax in `acc`.
 
-    The log-normaliser is subtracted in place so that only one chunk x V block is alive afterwards.
+    F.log_softmax shifts by the row max before normalising, so the label's log-prob keeps full
+    precision even for logits around 1e4 (z - logsumexp(z) would lose ~1e-3 to the rounding of lse).
     """
-    z = F.linear(hidden, weight, bias)
-    z = z.to(acc)  # no copy when already `acc`
-    return z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))
+    return F.log_softmax(F.linear(hidden, weight, bias).to(acc), dim=-1)
 
 
 class _FusedLogpsKL(torch.autograd.Function):
@@ -145,11 +144,11 @@ class _FusedLogpsKL(torch.autograd.Function):
                 kl[s:e] = lsr.sub_(lsp).mul_(pr).sum(1)  # sum_v p_ref (log p_ref - log p_pol)
                 del lsr
                 if use_basis:
-                    pp = lsp.exp_()  # reuse the block: p_pol
-                    pp_w = pp.to(hp.dtype) @ wp
-                    basis_lp[s:e] = wp[target[s:e]].to(acc) - pp_w.to(acc)
-                    diff = torch.sub(pp, pr, out=pr)
-                    basis_kl[s:e] = (diff.to(hp.dtype) @ wp).to(acc)
+                    lsp.exp_()  # the block now holds p_pol
+                    basis_lp[s:e] = wp[target[s:e]].to(acc) - (lsp.to(hp.dtype) @ wp).to(acc)
+                    torch.sub(lsp, pr, out=pr)  # p_pol - p_ref, in the p_ref block
+                    basis_kl[s:e] = (pr.to(hp.dtype) @ wp).to(acc)
+                # Drop every name bound to a block before the next chunk allocates its own.
                 del lsp, pr
         ctx.chunk_size = chunk_size
         ctx.recompute = recompute

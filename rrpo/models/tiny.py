@@ -47,8 +47,10 @@ _QWEN_SPECIALS = [
     "<|video_pad|>",
 ]
 
-# Qwen2-VL style template (system prompt, <|im_start|>role ... <|im_end|>), video as a single
-# <|vision_start|><|video_pad|><|vision_end|> placeholder the processor expands.
+# Qwen2-VL style template (system prompt, <|im_start|>role ... <|im_end|>). Qwen2/2.5-VL write a video as
+# <|vision_start|><|video_pad|><|vision_end|> and the processor repeats the pad token; transformers 5.x's
+# Qwen3-VL processor replaces the pad token by per-frame "<t seconds><|vision_start|>...<|vision_end|>"
+# groups itself, so its template writes the bare pad token (wrapping it would nest vision_start tokens).
 _QWEN_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
@@ -57,7 +59,7 @@ _QWEN_TEMPLATE = (
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for content in message['content'] %}"
     "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}VIDEO_PLACEHOLDER"
     "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -85,6 +87,11 @@ _NEXT_VIDEO_TEMPLATE = (
     "{% if message['role'] == 'assistant' %}</s>{% else %} {% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
+
+
+def _qwen_template(family: str) -> str:
+    pad = "<|video_pad|>" if family == "qwen3-vl" else "<|vision_start|><|video_pad|><|vision_end|>"
+    return _QWEN_TEMPLATE.replace("VIDEO_PLACEHOLDER", pad)
 
 
 def _train_tokenizer(specials: list[str], *, eos: str, pad: str, bos: str | None, unk: str | None, template: str):
@@ -128,13 +135,11 @@ def _text_kwargs(tokenizer, hidden_size: int, num_layers: int, heads: int, kv_he
 
 
 def _mrope_section(head_dim: int) -> list[int]:
-    """Three mrope sections (t, h, w) summing to head_dim / 2, temporal getting the remainder first."""
+    """Three mrope sections (t, h, w) summing to head_dim / 2; like Qwen's [16, 24, 24] for head_dim 128,
+    the spatial axes get the remainder (head_dim 16 -> [2, 3, 3])."""
     half = head_dim // 2
-    base = half // 3
-    sec = [base, base, base]
-    for i in range(half - 3 * base):
-        sec[i] += 1
-    return [sec[0], sec[1], sec[2]][::-1] if sec[0] > sec[2] else sec
+    base, extra = divmod(half, 3)
+    return [base, base + (extra > 0), base + (extra > 1)]
 
 
 def _qwen_ids(tokenizer) -> dict:
@@ -215,7 +220,7 @@ def _build_qwen(family: str, tok, text: dict, image_size: int, num_frames: int):
     # Pixel limits per frame that keep `image_size` frames as they are (the processor rounds to `factor`).
     side = max(factor, round(image_size / factor) * factor)
     pixels = {"min_pixels": factor * factor, "max_pixels": side * side}
-    vkw = dict(patch_size=patch, temporal_patch_size=2, merge_size=2, **pixels)
+    vkw = dict(patch_size=patch, temporal_patch_size=2, merge_size=2, cap_pixels_per_frame=False, **pixels)
     if family == "qwen3-vl":
         # Qwen3-VL's limit covers all frames together; never let it shrink the frames we pass.
         vkw = dict(
@@ -224,10 +229,11 @@ def _build_qwen(family: str, tok, text: dict, image_size: int, num_frames: int):
             merge_size=2,
             size={"shortest_edge": factor * factor, "longest_edge": side * side * max(num_frames, 2) * 4},
             do_sample_frames=False,
+            cap_pixels_per_frame=False,
         )
     video_proc = vproc_cls(**vkw)
     image_proc = iproc_cls(patch_size=patch, temporal_patch_size=2, merge_size=2, **pixels)
-    proc = proc_cls(image_processor=image_proc, tokenizer=tok, video_processor=video_proc, chat_template=_QWEN_TEMPLATE)
+    proc = proc_cls(image_processor=image_proc, tokenizer=tok, video_processor=video_proc, chat_template=_qwen_template(family))
     return cfg, model_cls, proc
 
 
@@ -341,7 +347,7 @@ def build_tiny_model(
         specials = _QWEN_SPECIALS + (["<image>", "<video>"] if family == "llava-onevision" else [])
         tok = _train_tokenizer(
             specials, eos="<|im_end|>", pad="<|endoftext|>", bos=None, unk=None,
-            template=_ONEVISION_TEMPLATE if family == "llava-onevision" else _QWEN_TEMPLATE,
+            template=_ONEVISION_TEMPLATE if family == "llava-onevision" else _qwen_template(family),
         )
     else:
         tok = _train_tokenizer(

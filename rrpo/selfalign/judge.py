@@ -83,7 +83,9 @@ def judge_answer(question: Any, prediction: str, *, llm: LLMClient | None = None
     qid = _question_id(question)
     answer_type = str(getattr(question, "answer_type", "") or "").strip().lower()
     if answer_type not in ANSWER_TYPES:
-        raise RecordError(qid, "answer_type", f"unknown answer type {answer_type!r}; expected one of {ANSWER_TYPES}")
+        raise RecordError(
+            qid, "answer_type", f"unknown answer type {answer_type!r}; expected one of {ANSWER_TYPES}"
+        )
     if not isinstance(prediction, str):
         raise RRPOError(f"question {qid}: prediction must be a string, got {type(prediction).__name__}")
     if not prediction.strip():
@@ -149,7 +151,9 @@ def gold_mcq_letter(answer: object, options: Sequence[str], qid: object = None) 
         return LETTERS[exact[0]]
     letter = mcq_letter(text, options)
     if letter is None:
-        raise RecordError(qid, "answer", f"answer {answer!r} is neither an option letter nor an option's text")
+        raise RecordError(
+            qid, "answer", f"answer {answer!r} is neither an option letter nor an option's text"
+        )
     return letter
 
 
@@ -160,7 +164,9 @@ def _norm(text: str) -> str:
 # -- open questions ------------------------------------------------------------------------------
 def judge_messages(question: str, answer: str, prediction: str) -> list[dict]:
     """The chat messages of the open-answer judge (JUDGE_SYSTEM_PROMPT + JUDGE_USER_TEMPLATE)."""
-    user = JUDGE_USER_TEMPLATE.format(question=question.strip(), answer=answer.strip(), prediction=prediction.strip())
+    user = JUDGE_USER_TEMPLATE.format(
+        question=question.strip(), answer=answer.strip(), prediction=prediction.strip()
+    )
     return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -254,3 +260,15 @@ def _question_id(question: Any) -> object:
 def _short(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def make_benchmark_judge(llm: LLMClient):  # noqa: ANN201 - returns rrpo.eval.benchmarks.Judge
+    """The evaluation's judge callable (question, gold answer, prediction) -> bool | None, backed by the
+    same open-answer LLM judge the data pipeline uses (one prompt, one cache, one client)."""
+    from types import SimpleNamespace
+
+    def judge(question: str, answer: str, prediction: str) -> bool | None:
+        record = SimpleNamespace(id=None, question=question, answer=answer, answer_type="open", options=None)
+        return _judge_open(record, prediction, llm).correct
+
+    return judge

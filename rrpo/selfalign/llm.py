@@ -46,6 +46,7 @@ MAX_WAIT_S = 120.0
 # Bump when the cache file layout changes; part of every cache key.
 CACHE_VERSION = 1
 _RETRY_STATUS = {408, 409, 429}  # plus every 5xx
+_sleep = time.sleep  # module-level so tests can record the waits without touching time.sleep
 
 
 class LLMError(RRPOError):
@@ -152,7 +153,7 @@ class LLMClient:
             "params": params,
         }
         key = cache_key(request)
-        cached = self._cache_get(key, request)
+        cached = self._cache_get(key)
         if cached is not None:
             with self._lock:
                 self.cache_hits += 1
@@ -169,7 +170,12 @@ class LLMClient:
     def stats(self) -> dict[str, int]:
         """The counters as a dict (for progress bars and run summaries)."""
         with self._lock:
-            return {"calls": self.calls, "cache_hits": self.cache_hits, "retries": self.retries, "failures": self.failures}
+            return {
+                "calls": self.calls,
+                "cache_hits": self.cache_hits,
+                "retries": self.retries,
+                "failures": self.failures,
+            }
 
     # -- HTTP with retries -------------------------------------------------------------------------
     def _request_with_retries(self, messages: list[dict], params: dict[str, Any]) -> str:
@@ -187,9 +193,13 @@ class LLMClient:
                     break
                 delay = self._delay(attempt, err.wait)
                 logger.warning(
-                    "LLM request failed (%s); retry %d/%d in %.2fs", err.reason, attempt + 1, self.max_retries, delay
+                    "LLM request failed (%s); retry %d/%d in %.2fs",
+                    err.reason,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
                 )
-                time.sleep(delay)
+                _sleep(delay)
         raise LLMError(f"{last} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})")
 
     def _delay(self, attempt: int, server_wait: float | None) -> float:
@@ -202,30 +212,47 @@ class LLMClient:
 
     def _request_once(self, messages: list[dict], params: dict[str, Any]) -> str:
         """One HTTP request. Returns the reply text, raises _Retryable or LLMError."""
-        openai = self._openai
         with self._lock:
             self.calls += 1
+        failure: Exception | None = None
         try:
             completion = self._client.chat.completions.create(
                 model=self.model, messages=messages, temperature=self.temperature, **params
             )
-        except openai.APITimeoutError:
-            raise _Retryable(f"timeout after {self.timeout:g}s") from None
-        except openai.APIConnectionError as err:
-            raise _Retryable(f"connection error: {self._scrub(type(err).__name__)}") from None
-        except openai.APIStatusError as err:
+        except Exception as err:
+            failure = self._classify(err)
+            if failure is None:
+                raise
+        if failure is not None:
+            # Raised outside the `except` so the openai exception (whose text may quote the key) is
+            # not even attached as __context__.
+            raise failure
+        return _reply_text(completion)
+
+    def _classify(self, err: Exception) -> Exception | None:
+        """Map an openai exception to _Retryable / LLMError (key-free texts); None: not ours, re-raise."""
+        openai = self._openai
+        if isinstance(err, openai.APITimeoutError):
+            return _Retryable(f"timeout after {self.timeout:g}s")
+        if isinstance(err, openai.APIConnectionError):
+            return _Retryable(f"connection error: {type(err).__name__}")
+        if isinstance(err, openai.APIStatusError):
             status = err.status_code
             if status in (401, 403):
                 # Auth error texts can quote (part of) the key: report the status only.
-                raise LLMError(f"HTTP {status}: authentication failed (check ${self.api_key_env})") from None
-            message = self._scrub(_short(getattr(err, "message", "") or ""))
+                return LLMError(f"HTTP {status}: authentication failed (check ${self.api_key_env})")
+            message = _short(
+                self._scrub(str(getattr(err, "message", "") or ""))
+            )  # scrub first: no cut-off key
             if status in _RETRY_STATUS or status >= 500:
-                raise _Retryable(f"HTTP {status}: {message}", _retry_after(err.response)) from None
-            raise LLMError(f"HTTP {status}: {message}") from None
-        except (ValueError, TypeError, openai.APIResponseValidationError) as err:
+                return _Retryable(f"HTTP {status}: {message}", _retry_after(err.response))
+            return LLMError(f"HTTP {status}: {message}")
+        if isinstance(
+            err, (ValueError, openai.APIResponseValidationError)
+        ):  # JSONDecodeError is a ValueError
             # A body that is not JSON / not a chat completion (proxies returning HTML, truncated JSON).
-            raise _Retryable(f"malformed reply: {type(err).__name__}") from None
-        return _reply_text(completion)
+            return _Retryable(f"malformed reply: {type(err).__name__}")
+        return None
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -234,7 +261,7 @@ class LLMClient:
     def _cache_path(self, key: str) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / key[:2] / f"{key}.json"
 
-    def _cache_get(self, key: str, request: dict) -> str | None:
+    def _cache_get(self, key: str) -> str | None:
         path = self._cache_path(key)
         if path is None or not path.is_file():
             return None
@@ -266,7 +293,9 @@ class LLMClient:
 
 def cache_key(request: dict) -> str:
     """SHA-256 hex digest of a request (canonical JSON: sorted keys, no whitespace) plus CACHE_VERSION."""
-    canonical = json.dumps({"v": CACHE_VERSION, **request}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        {"v": CACHE_VERSION, **request}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -274,8 +303,14 @@ def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise RRPOError(f"LLM messages must be a non-empty list of dicts, got {type(messages).__name__}")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise RRPOError(f"LLM messages[{i}] must be a dict with string 'role' and 'content', got {m!r:.80}")
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise RRPOError(
+                f"LLM messages[{i}] must be a dict with string 'role' and 'content', got {m!r:.80}"
+            )
 
 
 def _reply_text(completion: Any) -> str:

@@ -33,17 +33,18 @@ from rrpo.errors import RRPOError, VideoError
 # A generator answers a batch of (frames [T,H,W,3] uint8, prompt) greedily.
 Generator = Callable[[list[tuple[np.ndarray, str]]], list[str]]
 
-MCQ_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-YESNO_INSTRUCTION = "Answer the question using 'yes' or 'no'."
-
-
 def question_prompt(q: VideoQuestion) -> str:
-    """The text the model is asked for a question (the same wording in pretraining, generation and eval)."""
+    """The text the model is asked for a question: the same wording the evaluation uses (MVBench/TVBench's
+    "Question/Options/(A)..." template for multiple choice, VideoHallucer's instruction for yes/no), so
+    pairs made here train the model on the prompts it is measured with."""
+    from rrpo.eval.benchmarks.base import mcq_prompt_parenthesised
+    from rrpo.eval.benchmarks.mvbench import INSTRUCTION as MCQ_INSTRUCTION
+    from rrpo.eval.benchmarks.videohallucer import INSTRUCTION as YESNO_INSTRUCTION
+
     if q.answer_type == "mcq":
-        options = "\n".join(f"({LETTERS[i]}) {text}" for i, text in enumerate(q.options or []))
-        return f"{q.question}\nOptions:\n{options}\n{MCQ_INSTRUCTION}"
+        return mcq_prompt_parenthesised(q.question, q.options or [], MCQ_INSTRUCTION)
     if q.answer_type == "yesno":
-        return f"{q.question}\n{YESNO_INSTRUCTION}"
+        return q.question + YESNO_INSTRUCTION
     return q.question
 
 
@@ -128,6 +129,7 @@ class Summary:
     correct_on_every_perturbation: int = 0
     pairs_made: int = 0
     rejects_by_reason: Counter = field(default_factory=Counter)
+    llm_failures: dict[str, str] = field(default_factory=dict)  # id -> reason; retried on the next run
     judge_calls: int = 0
     judge_cache_hits: int = 0
     seconds: float = 0.0
@@ -233,12 +235,20 @@ def generate_pairs(
 
 def _finish_record(q, answers, cfg, llm, judge_answer, diff_answers, DiffReject, pairs_out, correct_out,
                    reject, summary) -> None:  # noqa: ANN001 - internal
+    """Judge one record's answers and write exactly one outcome line (or none, when the LLM endpoint
+    failed, so that a rerun retries it)."""
+    from rrpo.selfalign.llm import LLMError
+
     verdicts = []
     for pred, info in answers:
         try:
             verdict = judge_answer(q, pred, llm=llm if cfg.judge == "llm" else None)
         except RRPOError as err:
             reject(q, f"judge error: {err}", predictions=[p for p, _ in answers])
+            return
+        if verdict.correct is None and verdict.reason.startswith("llm judge failed"):
+            # The endpoint failed after its retries: nothing is written, so a rerun tries this record again.
+            summary.llm_failures[q.id] = verdict.reason
             return
         verdicts.append((pred, info, verdict))
     wrong = [(p, i, v) for p, i, v in verdicts if v.correct is False]
@@ -258,6 +268,9 @@ def _finish_record(q, answers, cfg, llm, judge_answer, diff_answers, DiffReject,
                             llm=llm if cfg.judge == "llm" else None)
     except DiffReject as err:
         reject(q, f"differ: {err}", chosen=chosen, rejected=rejected)
+        return
+    except LLMError as err:
+        summary.llm_failures[q.id] = f"llm differ failed: {err.reason}"
         return
     pair = PreferencePair(
         id=q.id, video=q.video, question=question_prompt(q), chosen=chosen, rejected=rejected,

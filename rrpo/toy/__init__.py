@@ -2,37 +2,36 @@
 
 `world` samples and renders scenes and asks questions about them; `splits` writes a dataset directory
 (mp4 clips, pretraining examples, a self-alignment pool, held-out benchmarks in MVBench / VideoHallucer
-format); `commands` adds `rrpo toy ...`.
+format); `commands` adds `rrpo toy ...`. Names are imported lazily so that `rrpo --help`, which imports
+`rrpo.toy.commands`, does not load numpy.
 """
 
-from rrpo.toy.splits import generate_dataset, load_scenes, load_world
-from rrpo.toy.world import (
-    PALETTE,
-    QA,
-    HallucinationPair,
-    Scene,
-    SceneObject,
-    WorldConfig,
-    caption,
-    clip_questions,
-    describe,
-    render_clip,
-    sample_scene,
-)
+from __future__ import annotations
 
-__all__ = [
-    "PALETTE",
-    "QA",
-    "HallucinationPair",
-    "Scene",
-    "SceneObject",
-    "WorldConfig",
-    "caption",
-    "clip_questions",
-    "describe",
-    "generate_dataset",
-    "load_scenes",
-    "load_world",
-    "render_clip",
-    "sample_scene",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "generate_dataset": "rrpo.toy.splits",
+    "load_scenes": "rrpo.toy.splits",
+    "load_world": "rrpo.toy.splits",
+    "PALETTE": "rrpo.toy.world",
+    "QA": "rrpo.toy.world",
+    "HallucinationPair": "rrpo.toy.world",
+    "Scene": "rrpo.toy.world",
+    "SceneObject": "rrpo.toy.world",
+    "WorldConfig": "rrpo.toy.world",
+    "caption": "rrpo.toy.world",
+    "clip_questions": "rrpo.toy.world",
+    "describe": "rrpo.toy.world",
+    "render_clip": "rrpo.toy.world",
+    "sample_scene": "rrpo.toy.world",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rrpo.toy' has no attribute {name!r}")

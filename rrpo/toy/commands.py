@@ -78,7 +78,9 @@ def _register_generate(toy_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="dataset directory to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain", type=int, default=2000, help="clips for supervised pretraining (default 2000)")
+    p.add_argument(
+        "--pretrain", type=int, default=2000, help="clips for supervised pretraining (default 2000)"
+    )
     p.add_argument("--train", type=int, default=500, help="clips of the self-alignment pool (default 500)")
     p.add_argument("--test", type=int, default=200, help="held-out clips for the benchmarks (default 200)")
     p.add_argument("--prior-break", type=int, default=100, help="clips breaking the prior (default 100)")
@@ -87,10 +89,15 @@ def _register_generate(toy_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape-size", type=int, default=18, help="shape size in pixels (default 18)")
     p.add_argument("--max-objects", type=int, default=3)
     p.add_argument(
-        "--prior-strength", type=float, default=0.75, help="P(prior colour moves the prior direction) in training"
+        "--prior-strength",
+        type=float,
+        default=0.75,
+        help="P(prior colour moves the prior direction) in training",
     )
     p.add_argument("--heldout-prior-strength", type=float, default=0.5, help="the same in held-out clips")
-    p.add_argument("--curriculum", type=float, default=0.25, help="fraction of pretraining clips with one object, first")
+    p.add_argument(
+        "--curriculum", type=float, default=0.25, help="fraction of pretraining clips with one object, first"
+    )
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--workers", type=int, default=1, help="processes writing videos")
     p.add_argument("--no-videos", action="store_true", help="write only the JSON files")

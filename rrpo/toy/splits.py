@@ -115,7 +115,9 @@ def sample_clips(
     if not 0.0 <= curriculum <= 1.0:
         raise RRPOError(f"curriculum must be a fraction in [0, 1], got {curriculum}")
     if split == "prior_break" and config.max_objects < 2:
-        raise RRPOError("the prior_break split needs max_objects >= 2 (a control object beside the prior colour)")
+        raise RRPOError(
+            "the prior_break split needs max_objects >= 2 (a control object beside the prior colour)"
+        )
     n_single = round(curriculum * n)
     clips = []
     for i in range(n):
@@ -124,7 +126,9 @@ def sample_clips(
             k = int(rng.integers(max(2, config.min_objects), config.max_objects + 1))
             scene = sample_scene(rng, config, n_objects=k, against_prior=True)
         else:
-            scene = sample_scene(rng, config, n_objects=1 if i < n_single else None, prior_strength=prior_strength)
+            scene = sample_scene(
+                rng, config, n_objects=1 if i < n_single else None, prior_strength=prior_strength
+            )
         cid = f"{split}_{i:06d}"
         clips.append(Clip(cid, split, i, f"videos/{cid}.mp4", scene, 0 if i < n_single else 1))
     return clips
@@ -136,7 +140,13 @@ def sample_clips(
 
 def video_question(rid: str, clip: Clip, qa: QA) -> dict[str, Any]:
     """A VideoQuestion record (see rrpo.data.record) for one question on one clip."""
-    metadata = {"kind": qa.kind, "caption": caption(clip.scene), "clip": clip.id, "split": clip.split, **qa.info}
+    metadata = {
+        "kind": qa.kind,
+        "caption": caption(clip.scene),
+        "clip": clip.id,
+        "split": clip.split,
+        **qa.info,
+    }
     return {
         "id": rid,
         "video": clip.video,
@@ -215,7 +225,11 @@ def heldout_benchmarks(clips: Sequence[Clip], seed: int, config: WorldConfig) ->
         obj = scene.objects[int(rng.integers(len(scene.objects)))]
         temporal["direction"].append(mvbench_entry(clip, direction_question(scene, obj, config)))
         temporal["count"].append(mvbench_entry(clip, count_question(scene, config)))
-        pairs = [existence_pair(scene, rng, config), *temporal_pairs(scene, rng), motion_pair(scene, rng, config)]
+        pairs = [
+            existence_pair(scene, rng, config),
+            *temporal_pairs(scene, rng),
+            motion_pair(scene, rng, config),
+        ]
         for pair in pairs:
             halluc[pair.category].append(videohallucer_entry(clip, pair))
         open_records.append(video_question(f"{clip.id}-describe-0", clip, describe_question(scene)))
@@ -265,7 +279,9 @@ def _render_and_write(job: tuple[str, Scene, float]) -> None:
     write_video(path, render_clip(scene), fps)
 
 
-def write_videos(out_dir: Path, clips: Sequence[Clip], *, fps: float, workers: int = 1, progress: bool = True) -> None:
+def write_videos(
+    out_dir: Path, clips: Sequence[Clip], *, fps: float, workers: int = 1, progress: bool = True
+) -> None:
     """Render and write every clip's mp4 (about 12 ms a clip on one core at 16 x 64 x 64)."""
     from tqdm import tqdm
 
@@ -318,7 +334,11 @@ def generate_dataset(
     """
     out = Path(out_dir)
     cfg = config or WorldConfig(
-        frames=frames, size=size, shape_size=shape_size, prior_strength=prior_strength, max_objects=max_objects
+        frames=frames,
+        size=size,
+        shape_size=shape_size,
+        prior_strength=prior_strength,
+        max_objects=max_objects,
     )
     cfg.validate()
     if not 0.0 <= heldout_prior_strength <= 1.0:
@@ -330,7 +350,9 @@ def generate_dataset(
     present = [name for name in _OUTPUTS if (out / name).exists()]
     if present:
         if not overwrite:
-            raise RRPOError(f"{out}: already holds toy dataset files ({', '.join(present)}); pass overwrite to replace them")
+            raise RRPOError(
+                f"{out}: already holds toy dataset files ({', '.join(present)}); pass overwrite to replace them"
+            )
         # Only the paths this function writes: a stale video of a bigger earlier run must not linger.
         for name in present:
             target = out / name
@@ -354,7 +376,9 @@ def generate_dataset(
     files["pretrain.jsonl"] = _write_jsonl(
         out / "pretrain.jsonl",
         (
-            pretrain_record(c, clip_questions(c.scene, clip_rng(seed, c.split, c.index, QUESTION_STREAM), cfg))
+            pretrain_record(
+                c, clip_questions(c.scene, clip_rng(seed, c.split, c.index, QUESTION_STREAM), cfg)
+            )
             for c in pretrain
         ),
     )
@@ -363,7 +387,9 @@ def generate_dataset(
         (
             r
             for c in train
-            for r in question_records(c, clip_questions(c.scene, clip_rng(seed, c.split, c.index, QUESTION_STREAM), cfg))
+            for r in question_records(
+                c, clip_questions(c.scene, clip_rng(seed, c.split, c.index, QUESTION_STREAM), cfg)
+            )
         ),
     )
     bench = heldout_benchmarks(test, seed, cfg)
@@ -373,7 +399,9 @@ def generate_dataset(
     for category, pairs in bench["hallucination"].items():
         _write_json(out / "benchmarks" / "hallucination" / category / f"{category}.json", pairs)
         files[f"benchmarks/hallucination/{category}/{category}.json"] = len(pairs)
-    files["benchmarks/open/open.jsonl"] = _write_jsonl(out / "benchmarks" / "open" / "open.jsonl", bench["open"])
+    files["benchmarks/open/open.jsonl"] = _write_jsonl(
+        out / "benchmarks" / "open" / "open.jsonl", bench["open"]
+    )
     for task, entries in prior_break_benchmark(prior, cfg, seed).items():
         _write_json(out / "benchmarks" / "prior_break" / f"{task}.json", entries)
         files[f"benchmarks/prior_break/{task}.json"] = len(entries)

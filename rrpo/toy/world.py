@@ -80,11 +80,17 @@ class WorldConfig:
     def validate(self) -> None:
         """Raise RRPOError naming the parameter when the world cannot be sampled as configured."""
         if self.frames < 2 or self.size < 2 or self.size % 2:
-            raise RRPOError(f"world: frames must be >= 2 and size an even number >= 2 (H.264), got {self.frames}, {self.size}")
+            raise RRPOError(
+                f"world: frames must be >= 2 and size an even number >= 2 (H.264), got {self.frames}, {self.size}"
+            )
         if not 1 <= self.speed_min <= self.speed_max:
-            raise RRPOError(f"world: need 1 <= speed_min <= speed_max, got {self.speed_min}, {self.speed_max}")
+            raise RRPOError(
+                f"world: need 1 <= speed_min <= speed_max, got {self.speed_min}, {self.speed_max}"
+            )
         if not 1 <= self.min_objects <= self.max_objects:
-            raise RRPOError(f"world: need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
+            raise RRPOError(
+                f"world: need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
+            )
         unknown = [c for c in self.colours if c not in PALETTE]
         if unknown:
             raise RRPOError(f"world: unknown colours {unknown}; known: {sorted(PALETTE)}")
@@ -95,11 +101,17 @@ class WorldConfig:
             raise RRPOError(f"world: shapes must be a non-empty subset of {SHAPES}, got {list(self.shapes)}")
         if self.max_objects >= len(self.colours):
             # One colour is kept free so that every clip has an absent colour for "no" probes.
-            raise RRPOError(f"world: max_objects ({self.max_objects}) must be below the number of colours ({len(self.colours)})")
+            raise RRPOError(
+                f"world: max_objects ({self.max_objects}) must be below the number of colours ({len(self.colours)})"
+            )
         if self.prior_colour not in self.colours:
-            raise RRPOError(f"world: prior_colour {self.prior_colour!r} is not one of the colours {list(self.colours)}")
+            raise RRPOError(
+                f"world: prior_colour {self.prior_colour!r} is not one of the colours {list(self.colours)}"
+            )
         if self.prior_direction not in DIRECTIONS:
-            raise RRPOError(f"world: prior_direction must be one of {list(DIRECTIONS)}, got {self.prior_direction!r}")
+            raise RRPOError(
+                f"world: prior_direction must be one of {list(DIRECTIONS)}, got {self.prior_direction!r}"
+            )
         if not 0.0 <= self.prior_strength <= 1.0:
             raise RRPOError(f"world: prior_strength must be in [0, 1], got {self.prior_strength}")
         if not 0.0 <= self.p_stay <= 1.0:
@@ -243,7 +255,9 @@ def sample_scene(
             objects.append(obj)
         else:
             return Scene(tuple(objects), frames=cfg.frames, size=cfg.size, shape_size=cfg.shape_size)
-    raise RRPOError(f"could not place {n} non-overlapping objects in {max_tries} tries; use fewer or smaller shapes")
+    raise RRPOError(
+        f"could not place {n} non-overlapping objects in {max_tries} tries; use fewer or smaller shapes"
+    )
 
 
 def _sample_colours(rng: np.random.Generator, cfg: WorldConfig, n: int, against_prior: bool) -> list[str]:
@@ -268,7 +282,9 @@ def _sample_starts(rng: np.random.Generator, cfg: WorldConfig, n: int) -> list[i
     return starts
 
 
-def _sample_direction(rng: np.random.Generator, cfg: WorldConfig, colour: str, p: float, against: bool) -> str:
+def _sample_direction(
+    rng: np.random.Generator, cfg: WorldConfig, colour: str, p: float, against: bool
+) -> str:
     names = list(DIRECTIONS)
     if colour != cfg.prior_colour:
         return names[int(rng.integers(len(names)))]
@@ -334,7 +350,9 @@ def _overlaps(a: SceneObject, b: SceneObject, distance: int) -> bool:
 # Rendering
 
 
-def shape_mask(shape: str, cx: float, cy: float, half: float, height: int, width: int | None = None) -> np.ndarray:
+def shape_mask(
+    shape: str, cx: float, cy: float, half: float, height: int, width: int | None = None
+) -> np.ndarray:
     """Bool [height, width] mask of a shape centred at (cx, cy) with half-extent `half`, sampled at
     pixel centres (j + 0.5). Triangles point up: apex at cy - half, base of width 2 * half at cy + half."""
     xx = (np.arange(height if width is None else width) + 0.5)[None, :]
@@ -462,7 +480,9 @@ def order_question(scene: Scene, rng: np.random.Generator) -> QA | None:
     options = tuple(f"the {o.name}" for o in named)
     answer = f"the {(early if which == 'first' else late).name}"
     question = f"Which appears {which}, {options[0]} or {options[1]}?"
-    return QA("order", question, answer, "mcq", options, {"colours": [o.colour for o in named], "which": which})
+    return QA(
+        "order", question, answer, "mcq", options, {"colours": [o.colour for o in named], "which": which}
+    )
 
 
 def direction_question(scene: Scene, obj: SceneObject, cfg: WorldConfig) -> QA:
@@ -472,7 +492,14 @@ def direction_question(scene: Scene, obj: SceneObject, cfg: WorldConfig) -> QA:
         "prior_colour": obj.colour == cfg.prior_colour,
         "follows_prior": obj.colour == cfg.prior_colour and obj.direction == cfg.prior_direction,
     }
-    return QA("direction", f"In which direction does the {obj.name} move?", obj.direction, "mcq", tuple(DIRECTIONS), info)
+    return QA(
+        "direction",
+        f"In which direction does the {obj.name} move?",
+        obj.direction,
+        "mcq",
+        tuple(DIRECTIONS),
+        info,
+    )
 
 
 def count_question(scene: Scene, cfg: WorldConfig) -> QA:
@@ -491,8 +518,17 @@ def existence_questions(scene: Scene, rng: np.random.Generator, cfg: WorldConfig
     """('Is there a <present object> in the video?' -> yes, 'Is there a <absent object> ...?' -> no)."""
     present = scene.objects[int(rng.integers(len(scene.objects)))]
     colour, shape = absent_object(scene, rng, cfg)
-    yes = QA("existence", f"Is there a {present.name} in the video?", "yes", "yesno", None, {"colour": present.colour})
-    no = QA("existence", f"Is there a {colour} {shape} in the video?", "no", "yesno", None, {"colour": colour})
+    yes = QA(
+        "existence",
+        f"Is there a {present.name} in the video?",
+        "yes",
+        "yesno",
+        None,
+        {"colour": present.colour},
+    )
+    no = QA(
+        "existence", f"Is there a {colour} {shape} in the video?", "no", "yesno", None, {"colour": colour}
+    )
     return yes, no
 
 

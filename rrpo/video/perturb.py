@@ -147,7 +147,7 @@ def plan_perturbation(
     if "global_shuffle" in parts:
         order = _non_identity(num_frames, rng.permutation)
     elif "local_shuffle" in parts:
-        order = _non_identity(num_frames, rng.permutation)
+        order = _non_identity(num_frames, lambda n: _local_permutation(n, window, rng))
 
     masked: list[int] = []
     fraction = None

@@ -1,0 +1,239 @@
+"""The shared-prefix packed pair forward equals separate plain passes, for every family.
+
+Each family gets a tiny random-weight model of its real class, wrapped with a LoRA adapter whose B
+matrices are non-zero (so policy != reference). Log-probs are also checked against an independent naive
+computation: the full HF forward's logits, log_softmax and a shifted gather, written here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rrpo.models import FAMILIES, collate_pairs, encode_pair, load_model, pair_forward
+from rrpo.models.packing import packed_attention_mask
+
+TOL = 1e-5
+NUM_FRAMES = 4
+
+PAIRS = [
+    # (prompt, chosen, rejected, chosen_spans, rejected_spans)
+    ("What color is the car?", "The car is blue.", "The car is red and small.", [(11, 15)], [(11, 14), (19, 24)]),
+    (
+        "What does the man do after opening the door?",
+        "He turns left and sits on the brown sofa.",
+        "He sits.",
+        [(3, 13), (32, 37)],
+        [(3, 7)],
+    ),
+]
+
+
+def _frames(vlm, seed: int) -> np.ndarray:
+    h, w = vlm.frame_size
+    return np.random.default_rng(seed).integers(0, 256, (NUM_FRAMES, h, w, 3), dtype=np.uint8)
+
+
+def _peft(vlm):
+    from peft import LoraConfig, get_peft_model
+
+    # init_lora_weights=False: random non-zero B, so the adapter changes the outputs.
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=vlm.lora_target_modules, init_lora_weights=False)
+    return get_peft_model(vlm.model, cfg)
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def setup(request, tmp_path_factory):
+    from rrpo.models import build_tiny_model
+
+    family = request.param
+    d = build_tiny_model(family, tmp_path_factory.mktemp(family.replace(".", "")), num_frames=NUM_FRAMES, seed=1)
+    vlm = load_model(d, num_frames=NUM_FRAMES)
+    torch.manual_seed(0)
+    vlm.model = _peft(vlm)
+    encoded = [
+        encode_pair(vlm, _frames(vlm, i), p, c, r, cs, rs) for i, (p, c, r, cs, rs) in enumerate(PAIRS)
+    ]
+    return family, d, vlm, encoded
+
+
+def _lora_grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+def _loss(out) -> torch.Tensor:
+    """RRPO loss (rrpo.losses.rrpo_loss) summed over the batch."""
+    from rrpo.losses import rrpo_loss
+
+    losses, _, _ = rrpo_loss(
+        out.policy_chosen_logps,
+        out.policy_rejected_logps,
+        out.ref_chosen_logps,
+        out.ref_rejected_logps,
+        out.chosen_span_ids,
+        out.rejected_span_ids,
+        out.chosen_kl,
+        beta=0.5,
+        alpha=0.1,
+        chosen_mask=out.chosen_mask,
+        rejected_mask=out.rejected_mask,
+    )
+    return losses.sum()
+
+
+def _run(vlm, batch, **kw):
+    vlm.model.zero_grad(set_to_none=True)
+    out = pair_forward(vlm, vlm.model, batch, chunk_size=7, **kw)
+    _loss(out).backward()
+    return out, _lora_grads(vlm.model)
+
+
+def _naive(vlm, pair, response, disable: bool):
+    """Per-token log-probs and full logits of `response` after the prefix: one HF forward with logits."""
+    ids = torch.cat([pair.prefix_ids, response]).unsqueeze(0)
+    kwargs = {k: v for k, v in pair.mm.items() if k != "mm_token_type_ids"}
+    if "mm_token_type_ids" in pair.mm:
+        types = pair.mm["mm_token_type_ids"]
+        kwargs["mm_token_type_ids"] = torch.cat([types, torch.zeros(response.numel(), dtype=types.dtype)])[None]
+    ctx = vlm.model.disable_adapter() if disable else torch.enable_grad()
+    with torch.no_grad(), ctx:
+        logits = vlm.model(input_ids=ids, **kwargs).logits[0]
+    p = pair.prefix_ids.numel()
+    lsm = F.log_softmax(logits[p - 1 : p - 1 + response.numel()].double(), dim=-1)
+    return lsm.gather(1, response.unsqueeze(1)).squeeze(1), lsm
+
+
+def test_lora_targets_only_language_model_linears(setup):
+    family, _, vlm, _ = setup
+    targeted = [n for n, m in vlm.model.named_modules() if hasattr(m, "lora_A") and n.count(".") > 2]
+    assert targeted, f"{family}: LoRA targeted nothing"
+    names = {n.rsplit(".", 1)[-1] for n in targeted}
+    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    for n in targeted:
+        assert "language_model" in n, n
+        assert not re.search(r"visual|vision_tower|multi_modal_projector|merger", n), n
+    # The vision tower does have q/k/v-like linears that a bare "q_proj" regex would catch (LLaVA).
+    n_layers = vlm.hf_model.config.text_config.num_hidden_layers
+    assert len(targeted) == 7 * n_layers
+
+
+def test_packed_equals_separate_passes_and_naive(setup):
+    family, _, vlm, encoded = setup
+    batch = collate_pairs(vlm, encoded)
+    packed, g_packed = _run(vlm, batch, packed=True)
+    plain, g_plain = _run(vlm, batch, packed=False)
+    for name in ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
+                 "chosen_kl", "rejected_kl"):
+        a, b = getattr(packed, name), getattr(plain, name)
+        assert a.shape == b.shape and a.dtype == torch.float32
+        assert (a - b).abs().max().item() < TOL, f"{family} {name}: {(a - b).abs().max().item()}"
+    for name in ("chosen_span_ids", "rejected_span_ids", "chosen_mask", "rejected_mask", "chosen_labels"):
+        assert torch.equal(getattr(packed, name), getattr(plain, name))
+    # LoRA gradients of the RRPO loss agree too.
+    assert g_packed.keys() == g_plain.keys() and len(g_packed) > 0
+    for n in g_packed:
+        assert (g_packed[n] - g_plain[n]).abs().max().item() < TOL, n
+    assert max(g.abs().max().item() for g in g_packed.values()) > 1e-4  # gradients are not trivially zero
+
+    # Policy differs from reference (non-zero LoRA B) and KL is positive on the responses.
+    assert (packed.policy_chosen_logps - packed.ref_chosen_logps).abs().max() > 1e-4
+    assert (packed.chosen_kl[packed.chosen_mask] > 0).all()
+    assert (packed.chosen_kl[~packed.chosen_mask] == 0).all()
+    assert (packed.policy_rejected_logps[~packed.rejected_mask] == 0).all()
+
+    # Independent check: full HF forward logits -> log_softmax -> gather, for policy and reference.
+    for row, pair in enumerate(encoded):
+        for side, resp in (("chosen", pair.chosen_ids), ("rejected", pair.rejected_ids)):
+            n = resp.numel()
+            pol, pol_lsm = _naive(vlm, pair, resp, disable=False)
+            ref, ref_lsm = _naive(vlm, pair, resp, disable=True)
+            kl = (ref_lsm.exp() * (ref_lsm - pol_lsm)).sum(-1)
+            got = getattr(packed, f"policy_{side}_logps")[row, :n].double()
+            assert (got - pol).abs().max().item() < TOL, f"{family} {side} row {row}"
+            assert (getattr(packed, f"ref_{side}_logps")[row, :n].double() - ref).abs().max().item() < TOL
+            assert (getattr(packed, f"{side}_kl")[row, :n].double() - kl).abs().max().item() < TOL
+            assert torch.equal(getattr(packed, f"{side}_labels")[row, :n], resp)
+
+
+def test_causal_mask_only_is_a_failing_control(setup):
+    """Without the chosen/rejected separation, rejected tokens see chosen ones and log-probs change."""
+    family, _, vlm, encoded = setup
+    batch = collate_pairs(vlm, encoded)
+    with torch.no_grad():
+        good = pair_forward(vlm, vlm.model, batch, packed=True)
+        bad = pair_forward(vlm, vlm.model, batch, packed=True, causal_mask_only=True)
+    assert (good.policy_chosen_logps - bad.policy_chosen_logps).abs().max() < TOL  # chosen is unaffected
+    # The first rejected token is scored from the prefix (unaffected); the rest see the chosen tokens.
+    diff = (good.policy_rejected_logps[:, 1:] - bad.policy_rejected_logps[:, 1:]).abs().max().item()
+    assert diff > 1e-3, f"{family}: negative control did not change rejected log-probs ({diff})"
+
+
+def test_batch_equals_pairs_alone(setup):
+    family, _, vlm, encoded = setup
+    assert encoded[0].chosen_ids.numel() != encoded[1].chosen_ids.numel()
+    with torch.no_grad():
+        both = pair_forward(vlm, vlm.model, collate_pairs(vlm, encoded))
+        for row, pair in enumerate(encoded):
+            alone = pair_forward(vlm, vlm.model, collate_pairs(vlm, [pair]))
+            for name in ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "chosen_kl",
+                         "rejected_kl"):
+                a = getattr(alone, name)[0]
+                b = getattr(both, name)[row, : a.shape[0]]
+                assert (a - b).abs().max().item() < TOL, f"{family} {name} row {row}"
+                assert (getattr(both, name)[row, a.shape[0] :] == 0).all()
+
+
+def test_disable_adapter_reference_equals_base_model(setup):
+    family, d, vlm, encoded = setup
+    base = load_model(d, num_frames=NUM_FRAMES).model
+    pair = encoded[0]
+    ids = torch.cat([pair.prefix_ids, pair.chosen_ids]).unsqueeze(0)
+    kwargs = {k: v for k, v in pair.mm.items() if k != "mm_token_type_ids"}
+    if "mm_token_type_ids" in pair.mm:
+        t = pair.mm["mm_token_type_ids"]
+        kwargs["mm_token_type_ids"] = torch.cat([t, torch.zeros(pair.chosen_ids.numel(), dtype=t.dtype)])[None]
+    with torch.no_grad():
+        with vlm.model.disable_adapter():
+            ref = vlm.model(input_ids=ids, **kwargs).logits
+        base_logits = base(input_ids=ids, **kwargs).logits
+        pol = vlm.model(input_ids=ids, **kwargs).logits
+    assert (ref - base_logits).abs().max().item() < 1e-6
+    assert (pol - base_logits).abs().max().item() > 1e-4
+
+
+def test_no_peft_reference_is_policy(setup):
+    """A plain (non-peft) model is its own reference: ref == policy, KL 0."""
+    family, d, vlm, encoded = setup
+    plain = load_model(d, num_frames=NUM_FRAMES)
+    with torch.no_grad():
+        out = pair_forward(plain, plain.model, collate_pairs(plain, encoded[:1]))
+        no_ref = pair_forward(plain, plain.model, collate_pairs(plain, encoded[:1]), reference=False)
+    assert torch.equal(out.policy_chosen_logps, out.ref_chosen_logps)
+    assert (out.chosen_kl.abs() < 1e-6).all()
+    assert no_ref.ref_chosen_logps is None and no_ref.chosen_kl is None
+    assert torch.equal(no_ref.policy_chosen_logps, out.policy_chosen_logps)
+
+
+def test_packed_attention_mask_layout():
+    """Mask for one row P=2, C=2, R=2 padded to 8, written out by hand."""
+    m = packed_attention_mask(
+        torch.tensor([2]), torch.tensor([2]), torch.tensor([2]), 8, dtype=torch.float32
+    )[0, 0]
+    allowed = (m == 0).int().tolist()
+    expected = [
+        # k: p p c c r r pad pad
+        [1, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 1, 0, 0, 0],
+        [1, 1, 0, 0, 1, 1, 0, 0],
+        [0, 0, 0, 0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 1],
+    ]
+    assert allowed == expected
+    assert m.min().item() == torch.finfo(torch.float32).min
