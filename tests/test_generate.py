@@ -26,7 +26,10 @@ def dirs(tmp_path_factory):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_generate_batch_is_deterministic_and_matches_single(family, dirs):
     vlm = load_model(dirs[family], num_frames=NUM_FRAMES)
-    items = [(_frames(vlm, 0), "What color is the car?"), (_frames(vlm, 1), "How many birds are on the wire now?")]
+    items = [
+        (_frames(vlm, 0), "What color is the car?"),
+        (_frames(vlm, 1), "How many birds are on the wire now?"),
+    ]
     out = vlm.generate(items, max_new_tokens=6, batch_size=2)
     assert len(out) == 2 and all(isinstance(s, str) for s in out)
     assert vlm.generate(items, max_new_tokens=6, batch_size=2) == out
@@ -45,7 +48,9 @@ def test_greedy_equals_manual_argmax_loop(dirs):
     ids = prefix.clone()
     with torch.no_grad():
         for _ in range(n_new):
-            types = torch.cat([mm["mm_token_type_ids"], torch.zeros(ids.numel() - prefix.numel(), dtype=torch.long)])
+            types = torch.cat(
+                [mm["mm_token_type_ids"], torch.zeros(ids.numel() - prefix.numel(), dtype=torch.long)]
+            )
             logits = vlm.model(
                 input_ids=ids[None],
                 pixel_values_videos=mm["pixel_values_videos"],
@@ -66,3 +71,36 @@ def test_generate_rejects_bad_frames(dirs):
     vlm = load_model(dirs["llava-next-video"], num_frames=NUM_FRAMES)
     with pytest.raises(RRPOError, match=r"item 1: frames must be uint8"):
         vlm.generate([(_frames(vlm, 0), "a"), (np.zeros((2, 8, 8), dtype=np.uint8), "b")])
+
+
+def test_real_video_frames_through_encode_and_generate(dirs, sample_video):
+    """Frames decoded with PyAV from the shared fixture mp4 go through the processor and the model."""
+    from rrpo.models import collate_pairs, encode_pair, pair_forward
+
+    vlm = load_model(dirs["qwen2.5-vl"], num_frames=NUM_FRAMES)
+    frames = vlm.read_frames(sample_video)
+    assert frames.shape == (NUM_FRAMES, *vlm.frame_size, 3) and frames.dtype == np.uint8
+    assert len(vlm.generate([(frames, "What happens?")], max_new_tokens=3)) == 1
+    ep = encode_pair(vlm, frames, "What happens?", "A man walks.", "A man runs.", [(6, 11)], [(6, 10)])
+    out = pair_forward(vlm, vlm.model, collate_pairs(vlm, [ep]))
+    assert (
+        torch.isfinite(out.policy_chosen_logps).all() and (out.policy_chosen_logps[out.chosen_mask] < 0).all()
+    )
+
+
+def test_generate_with_saved_lora_adapter(dirs, tmp_path):
+    """A LoRA adapter saved by peft and loaded with load_model(adapter_dir=...) generates like the
+    in-memory peft model, and differently from the base model."""
+    from peft import LoraConfig, get_peft_model
+
+    vlm = load_model(dirs["qwen2-vl"], num_frames=NUM_FRAMES)
+    torch.manual_seed(0)
+    cfg = LoraConfig(r=4, target_modules=vlm.lora_target_modules, init_lora_weights=False)
+    vlm.model = get_peft_model(vlm.model, cfg)
+    item = [(_frames(vlm, 3), "Describe the video.")]
+    in_memory = vlm.generate(item, max_new_tokens=5)
+    vlm.model.save_pretrained(tmp_path / "adapter")
+    loaded = load_model(dirs["qwen2-vl"], adapter_dir=tmp_path / "adapter", num_frames=NUM_FRAMES)
+    assert loaded.is_peft
+    assert loaded.generate(item, max_new_tokens=5) == in_memory
+    assert load_model(dirs["qwen2-vl"], num_frames=NUM_FRAMES).generate(item, max_new_tokens=5) != in_memory

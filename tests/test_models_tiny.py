@@ -74,7 +74,19 @@ def test_cli_tiny_model(tmp_path):
     from rrpo.cli import main
 
     out = tmp_path / "m"
-    rc = main(["tiny-model", "--family", "llava-next-video", "--out", str(out), "--hidden-size", "32", "--layers", "1"])
+    rc = main(
+        [
+            "tiny-model",
+            "--family",
+            "llava-next-video",
+            "--out",
+            str(out),
+            "--hidden-size",
+            "32",
+            "--layers",
+            "1",
+        ]
+    )
     assert rc == 0
     vlm = load_model(out)
     assert vlm.family == "llava-next-video"
@@ -95,7 +107,9 @@ def test_unknown_family_and_bad_dirs(tmp_path):
 
 def test_encode_pair_tokens_and_spans(qwen):
     chosen, rejected = "The car is blue.", "The car is red and small."
-    ep = encode_pair(qwen, _frames(qwen), "What color is the car?", chosen, rejected, [(11, 15)], [(11, 14), (19, 24)])
+    ep = encode_pair(
+        qwen, _frames(qwen), "What color is the car?", chosen, rejected, [(11, 15)], [(11, 14), (19, 24)]
+    )
     tok = qwen.tokenizer
     assert not ep.truncated
     # The prefix ends with the generation prompt and holds the expanded video placeholder.
@@ -134,7 +148,9 @@ def test_truncation_and_skip(qwen):
     full = encode_pair(qwen, frames, "What color?", chosen, rejected, [(11, 15)], [(11, 14)])
     p = full.prefix_ids.numel()
     room = 6
-    cut = encode_pair(qwen, frames, "What color?", chosen, rejected, [(11, 15)], [(11, 14)], max_length=p + room)
+    cut = encode_pair(
+        qwen, frames, "What color?", chosen, rejected, [(11, 15)], [(11, 14)], max_length=p + room
+    )
     assert cut.truncated
     assert torch.equal(cut.prefix_ids, full.prefix_ids)  # the prefix is never cut
     assert torch.equal(cut.chosen_ids, full.chosen_ids[:room])
@@ -142,7 +158,9 @@ def test_truncation_and_skip(qwen):
     assert cut.rejected_ids.numel() == min(room, full.rejected_ids.numel())
     # Fits exactly: not truncated.
     longest = max(full.chosen_ids.numel(), full.rejected_ids.numel())
-    exact = encode_pair(qwen, frames, "What color?", chosen, rejected, [(11, 15)], [(11, 14)], max_length=p + longest)
+    exact = encode_pair(
+        qwen, frames, "What color?", chosen, rejected, [(11, 15)], [(11, 14)], max_length=p + longest
+    )
     assert not exact.truncated
     with pytest.raises(SkipPair, match=f"take {p} tokens, max_length is {p}"):
         encode_pair(qwen, frames, "What color?", chosen, rejected, [(11, 15)], [(11, 14)], max_length=p)

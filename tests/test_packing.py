@@ -22,7 +22,13 @@ NUM_FRAMES = 4
 
 PAIRS = [
     # (prompt, chosen, rejected, chosen_spans, rejected_spans)
-    ("What color is the car?", "The car is blue.", "The car is red and small.", [(11, 15)], [(11, 14), (19, 24)]),
+    (
+        "What color is the car?",
+        "The car is blue.",
+        "The car is red and small.",
+        [(11, 15)],
+        [(11, 14), (19, 24)],
+    ),
     (
         "What does the man do after opening the door?",
         "He turns left and sits on the brown sofa.",
@@ -51,7 +57,9 @@ def setup(request, tmp_path_factory):
     from rrpo.models import build_tiny_model
 
     family = request.param
-    d = build_tiny_model(family, tmp_path_factory.mktemp(family.replace(".", "")), num_frames=NUM_FRAMES, seed=1)
+    d = build_tiny_model(
+        family, tmp_path_factory.mktemp(family.replace(".", "")), num_frames=NUM_FRAMES, seed=1
+    )
     vlm = load_model(d, num_frames=NUM_FRAMES)
     torch.manual_seed(0)
     vlm.model = _peft(vlm)
@@ -62,7 +70,11 @@ def setup(request, tmp_path_factory):
 
 
 def _lora_grads(model) -> dict[str, torch.Tensor]:
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+    return {
+        n: p.grad.detach().clone()
+        for n, p in model.named_parameters()
+        if p.requires_grad and p.grad is not None
+    }
 
 
 def _loss(out) -> torch.Tensor:
@@ -98,7 +110,9 @@ def _naive(vlm, pair, response, disable: bool):
     kwargs = {k: v for k, v in pair.mm.items() if k != "mm_token_type_ids"}
     if "mm_token_type_ids" in pair.mm:
         types = pair.mm["mm_token_type_ids"]
-        kwargs["mm_token_type_ids"] = torch.cat([types, torch.zeros(response.numel(), dtype=types.dtype)])[None]
+        kwargs["mm_token_type_ids"] = torch.cat([types, torch.zeros(response.numel(), dtype=types.dtype)])[
+            None
+        ]
     ctx = vlm.model.disable_adapter() if disable else torch.enable_grad()
     with torch.no_grad(), ctx:
         logits = vlm.model(input_ids=ids, **kwargs).logits[0]
@@ -126,8 +140,14 @@ def test_packed_equals_separate_passes_and_naive(setup):
     batch = collate_pairs(vlm, encoded)
     packed, g_packed = _run(vlm, batch, packed=True)
     plain, g_plain = _run(vlm, batch, packed=False)
-    for name in ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
-                 "chosen_kl", "rejected_kl"):
+    for name in (
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "ref_chosen_logps",
+        "ref_rejected_logps",
+        "chosen_kl",
+        "rejected_kl",
+    ):
         a, b = getattr(packed, name), getattr(plain, name)
         assert a.shape == b.shape and a.dtype == torch.float32
         assert (a - b).abs().max().item() < TOL, f"{family} {name}: {(a - b).abs().max().item()}"
@@ -179,8 +199,13 @@ def test_batch_equals_pairs_alone(setup):
         both = pair_forward(vlm, vlm.model, collate_pairs(vlm, encoded))
         for row, pair in enumerate(encoded):
             alone = pair_forward(vlm, vlm.model, collate_pairs(vlm, [pair]))
-            for name in ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "chosen_kl",
-                         "rejected_kl"):
+            for name in (
+                "policy_chosen_logps",
+                "policy_rejected_logps",
+                "ref_chosen_logps",
+                "chosen_kl",
+                "rejected_kl",
+            ):
                 a = getattr(alone, name)[0]
                 b = getattr(both, name)[row, : a.shape[0]]
                 assert (a - b).abs().max().item() < TOL, f"{family} {name} row {row}"
@@ -195,7 +220,9 @@ def test_disable_adapter_reference_equals_base_model(setup):
     kwargs = {k: v for k, v in pair.mm.items() if k != "mm_token_type_ids"}
     if "mm_token_type_ids" in pair.mm:
         t = pair.mm["mm_token_type_ids"]
-        kwargs["mm_token_type_ids"] = torch.cat([t, torch.zeros(pair.chosen_ids.numel(), dtype=t.dtype)])[None]
+        kwargs["mm_token_type_ids"] = torch.cat([t, torch.zeros(pair.chosen_ids.numel(), dtype=t.dtype)])[
+            None
+        ]
     with torch.no_grad():
         with vlm.model.disable_adapter():
             ref = vlm.model(input_ids=ids, **kwargs).logits

@@ -140,6 +140,14 @@ class VideoLMAdapter:
         return self._turn_end
 
     # ----- video -----------------------------------------------------------------------------------
+    def read_frames(
+        self, path, *, start_sec: float | None = None, end_sec: float | None = None
+    ) -> np.ndarray:
+        """`rrpo.video.read_frames` at this model's frame count and size: uint8 [num_frames, h, w, 3]."""
+        from rrpo.video import read_frames
+
+        return read_frames(path, self.num_frames, size=self.frame_size, start_sec=start_sec, end_sec=end_sec)
+
     def processor_video_kwargs(self, frames: list[np.ndarray], sampled_fps: float) -> dict[str, Any]:
         """Extra keyword arguments for `processor(text=..., videos=frames, ...)` (family quirks)."""
         return {}
@@ -157,7 +165,9 @@ class VideoLMAdapter:
         return out
 
     # ----- positions -------------------------------------------------------------------------------
-    def prefix_positions(self, prefix_ids: torch.Tensor, mm: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def prefix_positions(
+        self, prefix_ids: torch.Tensor, mm: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, int]:
         """Position ids of one prefix, shape [A, P] (A = 1, or 3 for mrope), and the position of the next
         text token (where both responses start). Default: plain 0..P-1."""
         p = prefix_ids.numel()

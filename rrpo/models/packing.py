@@ -179,7 +179,9 @@ def collate_pairs(vlm: VideoLMAdapter, pairs: Sequence[EncodedPair]) -> dict[str
     batch["prefix_lengths"] = torch.tensor([x.numel() for x in prefixes])
     batch["chosen_lengths"] = torch.tensor([x.numel() for x in chosen])
     batch["rejected_lengths"] = torch.tensor([x.numel() for x in rejected])
-    batch["packed_input_ids"] = _pad_rows([torch.cat([p, c, r]) for p, c, r in zip(prefixes, chosen, rejected)], pad)
+    batch["packed_input_ids"] = _pad_rows(
+        [torch.cat([p, c, r]) for p, c, r in zip(prefixes, chosen, rejected)], pad
+    )
     for side, resp in (("chosen", chosen), ("rejected", rejected)):
         rows = [torch.cat([p, r]) for p, r in zip(prefixes, resp)]
         batch[f"{side}_input_ids"] = _pad_rows(rows, pad)
@@ -194,7 +196,11 @@ def collate_pairs(vlm: VideoLMAdapter, pairs: Sequence[EncodedPair]) -> dict[str
         types = [p.mm["mm_token_type_ids"] for p in pairs]
         z = torch.zeros
         batch["packed_mm_token_type_ids"] = _pad_rows(
-            [torch.cat([t, z(c.numel() + r.numel(), dtype=t.dtype)]) for t, c, r in zip(types, chosen, rejected)], 0
+            [
+                torch.cat([t, z(c.numel() + r.numel(), dtype=t.dtype)])
+                for t, c, r in zip(types, chosen, rejected)
+            ],
+            0,
         )
         for side, resp in (("chosen", chosen), ("rejected", rejected)):
             batch[f"{side}_mm_token_type_ids"] = _pad_rows(

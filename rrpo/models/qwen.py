@@ -36,7 +36,9 @@ class Qwen2VLAdapter(VideoLMAdapter):
         # Frames arrive already sampled: never let the video processor re-sample them.
         return {"do_sample_frames": False}
 
-    def prefix_positions(self, prefix_ids: torch.Tensor, mm: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def prefix_positions(
+        self, prefix_ids: torch.Tensor, mm: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, int]:
         """Rope index of the prefix plus one text token: [3, P] positions and the next text position.
 
         Appending one text token and reading its position asks the model's own function where text after

@@ -94,7 +94,9 @@ def _qwen_template(family: str) -> str:
     return _QWEN_TEMPLATE.replace("VIDEO_PLACEHOLDER", pad)
 
 
-def _train_tokenizer(specials: list[str], *, eos: str, pad: str, bos: str | None, unk: str | None, template: str):
+def _train_tokenizer(
+    specials: list[str], *, eos: str, pad: str, bos: str | None, unk: str | None, template: str
+):
     """A byte-level BPE fast tokenizer (vocab ~400) with `specials` as added special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -115,7 +117,9 @@ def _train_tokenizer(specials: list[str], *, eos: str, pad: str, bos: str | None
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=eos, pad_token=pad, chat_template=template, **extra
     )
-    fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s not in (eos, pad, bos, unk)]})
+    fast.add_special_tokens(
+        {"additional_special_tokens": [s for s in specials if s not in (eos, pad, bos, unk)]}
+    )
     return fast
 
 
@@ -162,7 +166,11 @@ def _build_qwen(family: str, tok, text: dict, image_size: int, num_frames: int):
     if family == "qwen3-vl":
         patch = 16
         cfg = tf.Qwen3VLConfig(
-            text_config={**text, "head_dim": head_dim, "rope_parameters": {**rope, "mrope_interleaved": True}},
+            text_config={
+                **text,
+                "head_dim": head_dim,
+                "rope_parameters": {**rope, "mrope_interleaved": True},
+            },
             vision_config={
                 "depth": 2,
                 "hidden_size": vision_hidden,
@@ -233,7 +241,12 @@ def _build_qwen(family: str, tok, text: dict, image_size: int, num_frames: int):
         )
     video_proc = vproc_cls(**vkw)
     image_proc = iproc_cls(patch_size=patch, temporal_patch_size=2, merge_size=2, **pixels)
-    proc = proc_cls(image_processor=image_proc, tokenizer=tok, video_processor=video_proc, chat_template=_qwen_template(family))
+    proc = proc_cls(
+        image_processor=image_proc,
+        tokenizer=tok,
+        video_processor=video_proc,
+        chat_template=_qwen_template(family),
+    )
     return cfg, model_cls, proc
 
 
@@ -346,13 +359,21 @@ def build_tiny_model(
     if family.startswith("qwen") or family == "llava-onevision":
         specials = _QWEN_SPECIALS + (["<image>", "<video>"] if family == "llava-onevision" else [])
         tok = _train_tokenizer(
-            specials, eos="<|im_end|>", pad="<|endoftext|>", bos=None, unk=None,
+            specials,
+            eos="<|im_end|>",
+            pad="<|endoftext|>",
+            bos=None,
+            unk=None,
             template=_ONEVISION_TEMPLATE if family == "llava-onevision" else _qwen_template(family),
         )
     else:
         tok = _train_tokenizer(
             ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"],
-            eos="</s>", pad="<pad>", bos="<s>", unk="<unk>", template=_NEXT_VIDEO_TEMPLATE,
+            eos="</s>",
+            pad="<pad>",
+            bos="<s>",
+            unk="<unk>",
+            template=_NEXT_VIDEO_TEMPLATE,
         )
     text = _text_kwargs(tok, hidden_size, num_layers, num_heads, num_kv_heads)
     if family.startswith("qwen"):

@@ -13,8 +13,9 @@ The Trainer brings accelerate, DeepSpeed ZeRO-2/3, FSDP, gradient accumulation, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -124,6 +125,26 @@ class MetricsFileCallback(TrainerCallback):
                 f.write(json.dumps(record) + "\n")
 
 
+class PairForward(torch.nn.Module):
+    """What the Trainer trains, and what DDP / FSDP / DeepSpeed wrap: a module whose forward is one packed
+    policy pass plus the adapter-off reference pass. Going through a module's forward (rather than calling
+    the peft model's parts from compute_loss) is what lets DDP synchronise gradients and FSDP gather
+    parameters. The peft model sits in `.module`, so `transformers.modeling_utils.unwrap_model` and the
+    Trainer's `save_model` find it and write a peft adapter."""
+
+    def __init__(self, peft_model: torch.nn.Module, vlm: Any, chunk_size: int):
+        super().__init__()
+        self.module = peft_model
+        self.vlm = vlm  # not a Module: holds the processor and the family's hooks
+        self.chunk_size = chunk_size
+
+    def forward(self, **batch: Any) -> dict[str, torch.Tensor]:
+        from rrpo.models import pair_forward
+
+        out = pair_forward(self.vlm, self.module, batch, reference=True, chunk_size=self.chunk_size)
+        return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+
+
 class RRPOTrainer(Trainer):
     """`transformers.Trainer` whose loss is a preference loss over packed pairs."""
 
@@ -136,11 +157,12 @@ class RRPOTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        from types import SimpleNamespace
+
         from rrpo.losses import preference_loss
-        from rrpo.models import pair_forward
 
         cfg = self.rrpo_config
-        out = pair_forward(self.vlm, model, inputs, reference=True, chunk_size=cfg.chunk_size)
+        out = SimpleNamespace(**model(**inputs))
         extra = {}
         if cfg.loss_type == "rrpo":
             extra = {"fine_grained": cfg.fine_grained, "token_kl": cfg.token_kl}
@@ -190,6 +212,27 @@ class RRPOTrainer(Trainer):
         super().log(logs, start_time)
 
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # Write the peft adapter of PairForward.module (ZeRO-3 passes a gathered state dict keyed by the
+        # wrapper's parameter names: strip the "module." prefix so peft finds its keys).
+        output_dir = output_dir or self.args.output_dir
+        if state_dict is not None:
+            state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+        self.model.module.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save)
+        if self.args.should_save:
+            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        # Checkpoints hold the peft adapter of PairForward.module; load it back into the same modules.
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = Path(resume_from_checkpoint) / "adapter_model.safetensors"
+        if not path.is_file():
+            raise RRPOError(f"{resume_from_checkpoint}: no adapter_model.safetensors to resume from")
+        set_peft_model_state_dict(self.model.module, load_file(str(path)))
+
+
 def _latest_checkpoint(output_dir: Path) -> str | None:
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(checkpoints[-1]) if checkpoints else None
@@ -229,8 +272,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=vlm.lora_target_modules, bias="none",
     )
-    model = get_peft_model(vlm.model, lora)
-    vlm.model = model
+    peft_model = get_peft_model(vlm.model, lora)
+    vlm.model = peft_model
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen embeddings and the adapter-off reference pass.
+        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = PairForward(peft_model, vlm, cfg.chunk_size)
 
     args = TrainingArguments(
         output_dir=str(output_dir),
@@ -250,11 +297,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         save_total_limit=cfg.save_total_limit,
         report_to=cfg.report_to,
         bf16=use_bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        ddp_find_unused_parameters=False,
         remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_num_workers,
-        ddp_backend=None if torch.cuda.is_available() else "gloo",
+        # Without a GPU, say so: only then does accelerate set up CPU data parallelism (torchrun /
+        # accelerate launch --cpu), which needs gloo. GPUs pick nccl themselves.
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         disable_tqdm=False,
         deepspeed=cfg.deepspeed,
     )
@@ -281,11 +330,29 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "seconds": round(time.time() - started, 2),
         **ledger.summary(),
     }
+    # Sharded (ZeRO-3, FSDP) ranks hold different pieces by design; the check is for replicated DDP.
+    in_sync = None if (cfg.deepspeed or trainer.is_fsdp_enabled) else _ranks_in_sync(peft_model)
+    if in_sync is not None:
+        summary["ranks_in_sync"] = in_sync
     if trainer.is_world_process_zero():
         cfg.save(output_dir)
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     _check_skips(ledger, cfg)
     return summary
+
+
+def _ranks_in_sync(model: torch.nn.Module) -> bool | None:
+    """Under data parallelism every rank must end with the same adapter; None when running alone."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    trainable = [p.detach().float().flatten() for p in model.parameters() if p.requires_grad]
+    local = torch.cat(trainable).to(torch.float64)
+    checksum = torch.stack([local.sum(), (local * torch.arange(1, local.numel() + 1, dtype=torch.float64)).sum()])
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    return all(torch.allclose(g, gathered[0], rtol=1e-6, atol=1e-9) for g in gathered)
 
 
 def _check_skips(ledger: SkipLedger, cfg: TrainConfig) -> None:
@@ -297,7 +364,3 @@ def _check_skips(ledger: SkipLedger, cfg: TrainConfig) -> None:
             + "; ".join(f"{k} ({v})" for k, v in list(ledger.skipped.items())[:3])
         )
 
-
-def steps_per_epoch(num_pairs: int, cfg: TrainConfig, world_size: int = 1) -> int:
-    per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world_size
-    return max(1, math.ceil(num_pairs / per_step))

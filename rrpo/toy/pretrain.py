@@ -1,0 +1,639 @@
+"""Supervised pretraining of a tiny base video LLM on the toy world (`rrpo toy pretrain`).
+
+The demo needs a *base* model that already reads the toy videos reasonably well but not perfectly, so
+that RRPO self-alignment (Sarkar et al., arXiv 2504.12083: perturb the video, catch the model's own
+mistakes, train on preference pairs) has mistakes to learn from. This module builds that model:
+
+- `build_toy_model`: a tiny Qwen2-VL of the real transformers classes with a tokenizer trained on the
+  toy world's own words (one token per word, so sequences stay short) and 8-px patches on 64x64
+  frames (18-px shapes under 14-px patches were not told apart in an earlier experiment). It is saved
+  so that `rrpo.models.load_model(dir)` loads it (`rrpo_family.json` records family, frame size and
+  frame count).
+- `pretrain_examples`: every turn of `pretrain.jsonl` becomes one single-turn example with exactly the
+  prompt and answer format the evaluation and the self-alignment pipeline use
+  (`rrpo.selfalign.pipeline.question_prompt` / `reference_answer`): "(B) left" for multiple choice,
+  "Yes" / "No" for yes/no, plus the dense caption turn (`world.CAPTION_PROMPT`), which is what makes
+  a tiny model look at the video at all (QA-only training learned only the text prior).
+- `pretrain`: plain-torch full fine-tuning (AdamW, float32, loss on answer tokens only) over
+  pre-decoded frames; pixels are normalised and patchified with the model's own video processor
+  methods once per batch (the whole processor call costs 0.54 s per 16 clips, most of it resizing we
+  do not need: 64 is already a multiple of patch x merge).
+- `quick_eval`: teacher-forced accuracy per question kind from the one token that decides the answer
+  (the option letter after "(", or "Yes" / "No"), on clean and perturbed frames.
+
+Shapes: frames uint8 [T, H, W, 3]; a batch's `pixel_values_videos` [B * T/2 * (H/p) * (W/p),
+3 * 2 * p * p]; `video_grid_thw` [B, 3]; `input_ids` / `labels` / `mm_token_type_ids` [B, L].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rrpo.errors import RecordError, RRPOError
+
+FAMILY = "qwen2-vl"
+IGNORE = -100
+# Question kinds measured by `quick_eval` (the ones with a one-token decision).
+EVAL_KINDS = ("order", "direction", "count", "existence")
+# Default dataset parameters of the committed checkpoint (see rrpo/toy/checkpoint/PROVENANCE.md).
+DEFAULT_DATA = {
+    "seed": 0,
+    "n_pretrain": 3000,
+    "n_train": 300,
+    "n_test": 200,
+    "n_prior_break": 100,
+    "curriculum": 0.25,
+}
+
+
+@dataclass
+class ModelSpec:
+    """Architecture of the toy model. Text: `hidden_size` wide, `num_layers` deep, `num_heads` heads;
+    vision: `vision_depth` blocks of width `vision_dim`, `patch_size`-px patches, 2x2 merge, 2-frame
+    temporal patches. 16 frames of 64x64 with patch 8 give 8 x 4 x 4 = 128 video tokens."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vision_depth: int = 2
+    vision_dim: int = 64
+    vision_heads: int = 4
+    patch_size: int = 8
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    frame_size: int = 64
+    num_frames: int = 16
+    vocab_size: int = 512
+
+    def video_tokens(self) -> int:
+        """LM tokens one clip becomes: (T / tp) * (H / p / m) * (W / p / m)."""
+        side = self.frame_size // (self.patch_size * self.merge_size)
+        return (self.num_frames // self.temporal_patch_size) * side * side
+
+    def validate(self) -> None:
+        factor = self.patch_size * self.merge_size
+        if self.frame_size % factor:
+            raise RRPOError(f"frame_size {self.frame_size} must be a multiple of patch x merge = {factor}")
+        if self.num_frames % self.temporal_patch_size:
+            raise RRPOError(f"num_frames {self.num_frames} must be a multiple of {self.temporal_patch_size}")
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
+            raise RRPOError(f"hidden_size {self.hidden_size} must split into {self.num_heads} even heads")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model
+
+
+def _tokenizer_corpus() -> list[str]:
+    """Every word the toy world and the evaluation prompts use, for the BPE trainer: question and
+    answer templates of a few sampled scenes plus the fixed prompts."""
+    from rrpo.selfalign.pipeline import question_prompt, reference_answer
+    from rrpo.toy.world import (
+        CAPTION_PROMPT,
+        DESCRIBE_PROMPT,
+        PALETTE,
+        SHAPES,
+        WorldConfig,
+        caption,
+        clip_questions,
+        describe,
+        existence_pair,
+        motion_pair,
+        sample_scene,
+        temporal_pairs,
+    )
+
+    cfg = WorldConfig()
+    rng = np.random.default_rng(12345)
+    lines = [CAPTION_PROMPT, DESCRIBE_PROMPT, "You are a helpful assistant.", "Yes", "No", "yes", "no"]
+    lines.append(" ".join(f"{c} {s}" for c in PALETTE for s in SHAPES))
+    lines.append(" ".join(f"({chr(65 + i)})" for i in range(8)) + " 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16")
+    for _ in range(60):
+        scene = sample_scene(rng, cfg)
+        lines += [caption(scene), describe(scene)]
+        pairs = [existence_pair(scene, rng, cfg), motion_pair(scene, rng, cfg), *temporal_pairs(scene, rng)]
+        qas = clip_questions(scene, rng, cfg) + [qa for p in pairs for qa in (p.basic, p.hallucinated)]
+        for qa in qas:
+            q = question_from_turn(
+                {"question": qa.question, "answer": qa.answer, "answer_type": qa.answer_type,
+                 "options": list(qa.options) if qa.options else None},
+                "corpus",
+            )
+            lines += [question_prompt(q), reference_answer(q)]
+    return lines
+
+
+def build_tokenizer(vocab_size: int = 512):
+    """Byte-level BPE fast tokenizer trained on the toy corpus, with Qwen's special tokens and chat
+    template (shared with rrpo.models.tiny, so the adapter's prompt and turn-end logic apply)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from rrpo.models.tiny import _QWEN_SPECIALS, _qwen_template
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    # The GPT-2 split keeps "(", the letter and ")" apart, so an option's letter is one token.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=_QWEN_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=_qwen_template(FAMILY),
+    )
+    fast.add_special_tokens(
+        {"additional_special_tokens": [s for s in _QWEN_SPECIALS if s not in ("<|im_end|>", "<|endoftext|>")]}
+    )
+    return fast
+
+
+def build_toy_model(out_dir: str | Path, spec: ModelSpec | None = None, *, seed: int = 0) -> Path:
+    """Build and save a random-weight tiny Qwen2-VL for the toy world (loadable with
+    `rrpo.models.load_model(out_dir)`); returns `out_dir`."""
+    import transformers as tf
+
+    from rrpo.models.tiny import FAMILY_FILE, _mrope_section, _qwen_ids, _qwen_template
+
+    spec = spec or ModelSpec()
+    spec.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tok = build_tokenizer(spec.vocab_size)
+    head_dim = spec.hidden_size // spec.num_heads
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.hidden_size * 3,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "num_key_value_heads": spec.num_kv_heads,
+        "max_position_embeddings": 2048,
+        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "bos_token_id": None,
+        "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "mrope_section": _mrope_section(head_dim), "rope_theta": 10000.0},
+    }
+    vision = {
+        "depth": spec.vision_depth,
+        "embed_dim": spec.vision_dim,
+        "hidden_size": spec.hidden_size,  # Qwen2-VL: the merger's output width
+        "num_heads": spec.vision_heads,
+        "mlp_ratio": 2,
+        "patch_size": spec.patch_size,
+        "spatial_merge_size": spec.merge_size,
+        "temporal_patch_size": spec.temporal_patch_size,
+    }
+    cfg = tf.Qwen2VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tok))
+    model = tf.Qwen2VLForConditionalGeneration(cfg).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.do_sample = False
+    side = spec.frame_size
+    pixels = {"min_pixels": side * side, "max_pixels": side * side}
+    common = dict(patch_size=spec.patch_size, temporal_patch_size=spec.temporal_patch_size, merge_size=spec.merge_size)
+    video_proc = tf.Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False, **pixels)
+    image_proc = tf.Qwen2VLImageProcessor(**common, **pixels)
+    proc = tf.Qwen2VLProcessor(
+        image_processor=image_proc, tokenizer=tok, video_processor=video_proc, chat_template=_qwen_template(FAMILY)
+    )
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    tok.save_pretrained(out)
+    meta = {
+        "family": FAMILY,
+        "frame_size": [side, side],
+        "num_frames": spec.num_frames,
+        "tiny": True,
+        "toy_model_spec": asdict(spec),
+    }
+    (out / FAMILY_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Examples
+
+
+@dataclass
+class Example:
+    """One single-turn training / evaluation example: clip `clip` (index into the frame array), the
+    exact `prompt` and `answer` text, the question `kind`; for eval, `decisive` is the answer token
+    index that decides correctness (1 = the letter after "(", 0 = "Yes"/"No"), None for open text."""
+
+    clip: int
+    prompt: str
+    answer: str
+    kind: str
+    id: str = ""
+    decisive: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def question_from_turn(turn: dict[str, Any], where: str):
+    """A validated `VideoQuestion` from a pretrain.jsonl turn (RecordError naming `where` otherwise)."""
+    from rrpo.data.record import VideoQuestion
+
+    for key in ("question", "answer", "answer_type"):
+        if not isinstance(turn.get(key), str):
+            raise RecordError(where, key, "missing or not a string")
+    q = VideoQuestion(
+        id=where,
+        video=str(turn.get("video") or "toy.mp4"),
+        question=turn["question"],
+        answer=turn["answer"],
+        answer_type=turn["answer_type"],
+        options=turn.get("options"),
+    )
+    return q.validate(where)
+
+
+def turn_example(clip: int, turn: dict[str, Any], where: str) -> Example:
+    """The training example of one turn, in the evaluation's prompt / answer format."""
+    from rrpo.selfalign.pipeline import question_prompt, reference_answer
+
+    q = question_from_turn(turn, where)
+    decisive = {"mcq": 1, "yesno": 0}.get(q.answer_type)
+    return Example(clip, question_prompt(q), reference_answer(q), str(turn.get("kind", q.answer_type)), where, decisive)
+
+
+def read_pretrain(data_dir: Path) -> list[dict[str, Any]]:
+    """The records of `pretrain.jsonl` (RecordError on a malformed line)."""
+    path = data_dir / "pretrain.jsonl"
+    if not path.is_file():
+        raise RRPOError(f"{path}: not found; generate the toy world with `rrpo toy generate --out {data_dir}`")
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RecordError(f"{path}:{line_no}", None, f"not JSON ({err})") from err
+            for key in ("id", "video", "turns"):
+                if key not in rec:
+                    raise RecordError(f"{path}:{line_no}", key, "missing")
+            if not isinstance(rec["turns"], list) or not rec["turns"]:
+                raise RecordError(rec["id"], "turns", "expected a non-empty list")
+            records.append(rec)
+    return records
+
+
+def pretrain_examples(records: Sequence[dict[str, Any]]) -> list[Example]:
+    """Every turn of every record (caption, describe and QA turns), clip index = record position."""
+    out = []
+    for i, rec in enumerate(records):
+        for k, turn in enumerate(rec["turns"]):
+            out.append(turn_example(i, turn, f"{rec['id']}/turn{k}"))
+    return out
+
+
+def load_frames(data_dir: Path, videos: Sequence[str], spec: ModelSpec, *, progress: bool = False) -> np.ndarray:
+    """Decode every video as the evaluation does (`read_frames` at the model's frame count and size):
+    uint8 [N, T, H, W, 3]."""
+    from tqdm import tqdm
+
+    from rrpo.video import read_frames
+
+    size = (spec.frame_size, spec.frame_size)
+    out = np.empty((len(videos), spec.num_frames, *size, 3), dtype=np.uint8)
+    for i, v in enumerate(tqdm(videos, desc="decode", unit="clip", disable=not progress)):
+        out[i] = read_frames(data_dir / v, spec.num_frames, size=size)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoding
+
+
+class Encoder:
+    """Turns examples into model inputs without the full processor call: the text side is the chat
+    template with the video placeholder expanded by hand, the pixel side the video processor's own
+    `rescale_and_normalize` and `patchify` (checked equal to `processor(...)` by `check_against_processor`)."""
+
+    def __init__(self, processor, spec: ModelSpec):
+        self.processor = processor
+        self.tok = processor.tokenizer
+        self.spec = spec
+        self.n_video = spec.video_tokens()
+        self.video_id = self.tok.convert_tokens_to_ids("<|video_pad|>")
+        self.pad_id = self.tok.pad_token_id
+        self.turn_end = "<|im_end|>"
+        self._prefix_cache: dict[str, list[int]] = {}
+
+    def prefix_ids(self, prompt: str) -> list[int]:
+        """Token ids of the chat-templated user turn (video + prompt) and the generation prompt."""
+        if prompt not in self._prefix_cache:
+            messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+            text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = text.replace("<|video_pad|>", "<|video_pad|>" * self.n_video)
+            self._prefix_cache[prompt] = self.tok(text, add_special_tokens=False)["input_ids"]
+        return self._prefix_cache[prompt]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Answer tokens followed by the turn-end token (what generation must produce and stop at)."""
+        return self.tok(answer + self.turn_end, add_special_tokens=False)["input_ids"]
+
+    def pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [B, T, H, W, 3] -> pixel_values_videos [B * patches, 3 * tp * p * p] (float32)."""
+        vp = self.processor.video_processor
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 1, 4, 2, 3).float()
+        video = vp.rescale_and_normalize(video, True, vp.rescale_factor, True, vp.image_mean, vp.image_std)
+        patches, *_ = vp.patchify(
+            video, patch_size=self.spec.patch_size, merge_size=self.spec.merge_size,
+            temporal_patch_size=self.spec.temporal_patch_size,
+        )
+        return patches.reshape(-1, patches.shape[-1])
+
+    def grid(self, n: int) -> torch.Tensor:
+        side = self.spec.frame_size // self.spec.patch_size
+        return torch.tensor([[self.spec.num_frames // self.spec.temporal_patch_size, side, side]] * n)
+
+    def batch(self, examples: Sequence[Example], frames: np.ndarray) -> dict[str, torch.Tensor]:
+        """Right-padded model inputs for teacher forcing; `labels` [B, L] are the answer tokens
+        (IGNORE elsewhere), `answer_start` [B] the index of each answer's first token."""
+        seqs, labels, starts = [], [], []
+        for ex in examples:
+            p, a = self.prefix_ids(ex.prompt), self.answer_ids(ex.answer)
+            seqs.append(p + a)
+            labels.append([IGNORE] * len(p) + a)
+            starts.append(len(p))
+        length = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
+        lab = torch.full((len(seqs), length), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(seqs), length), dtype=torch.long)
+        for i, (s, lb) in enumerate(zip(seqs, labels)):
+            ids[i, : len(s)] = torch.tensor(s)
+            lab[i, : len(lb)] = torch.tensor(lb)
+            mask[i, : len(s)] = 1
+        # transformers 5.x: 2 marks video tokens (what the Qwen2-VL processor returns).
+        types = (ids == self.video_id).long() * 2
+        clip_frames = frames[[ex.clip for ex in examples]]
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "mm_token_type_ids": types,
+            "pixel_values_videos": self.pixels(clip_frames),
+            "video_grid_thw": self.grid(len(examples)),
+            "labels": lab,
+            "answer_start": torch.tensor(starts),
+        }
+
+    def check_against_processor(self, frames: np.ndarray, prompt: str) -> None:
+        """Raise RRPOError unless this encoder gives exactly the processor's input ids, token types and
+        pixels for one clip (frames uint8 [T, H, W, 3]): the model must see at training time what the
+        adapter's `generate` feeds it."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ref = self.processor(text=[text], videos=[frames], return_tensors="pt", do_sample_frames=False)
+        mine = self.batch([Example(0, prompt, "", "check")], frames[None])
+        n = len(self.prefix_ids(prompt))
+        problems = []
+        if ref["input_ids"][0].tolist() != mine["input_ids"][0, :n].tolist():
+            problems.append("input_ids")
+        if "mm_token_type_ids" in ref and ref["mm_token_type_ids"][0].tolist() != mine["mm_token_type_ids"][0, :n].tolist():
+            problems.append("mm_token_type_ids")
+        if ref["video_grid_thw"].tolist() != mine["video_grid_thw"].tolist():
+            problems.append("video_grid_thw")
+        elif not torch.allclose(ref["pixel_values_videos"], mine["pixel_values_videos"], atol=1e-5):
+            problems.append("pixel_values_videos")
+        if problems:
+            raise RRPOError(f"toy encoder disagrees with the processor on: {', '.join(problems)}")
+
+
+def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits [B, L, V] of a batch from `Encoder.batch`."""
+    keys = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw")
+    return model(**{k: batch[k] for k in keys}, use_cache=False).logits
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens: logits[:, t] predicts labels[:, t + 1]."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Quick evaluation
+
+
+@torch.no_grad()
+def decisions(model, encoder: Encoder, examples: Sequence[Example], frames: np.ndarray, batch_size: int = 64) -> list[tuple[bool, str]]:
+    """(correct, predicted token) per example from one teacher-forced pass: the greedy choice at the
+    answer's decisive token (the option letter after "(", or "Yes"/"No"). This is exactly the token
+    greedy generation picks there once it has produced the same tokens before it."""
+    model.eval()
+    out = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        b = encoder.batch(chunk, frames)
+        logits = forward_logits(model, b)
+        for j, ex in enumerate(chunk):
+            pos = int(b["answer_start"][j]) + int(ex.decisive)
+            pred = int(logits[j, pos - 1].argmax())
+            out.append((pred == int(b["input_ids"][j, pos]), encoder.tok.decode([pred]).strip()))
+    return out
+
+
+def eval_examples_from_benchmarks(data_dir: Path, video_index: dict[str, int]) -> dict[str, list[Example]]:
+    """Held-out examples by group: MVBench-format temporal tasks, the existence and motion yes/no
+    questions of the VideoHallucer files (both sides), and the prior-break tasks. Uses the same
+    loaders as `rrpo eval`, so prompts are the evaluation's."""
+    from rrpo.eval.benchmarks import BENCHMARKS
+
+    groups: dict[str, list[Example]] = {}
+    bench = data_dir / "benchmarks"
+    for name, path in (("temporal", bench / "temporal"), ("prior_break", bench / "prior_break")):
+        for item in BENCHMARKS["mvbench"].load(path):
+            letter = item.answer
+            answer = f"({letter}) {item.options[ord(letter) - 65]}"
+            groups.setdefault(item.task, []).append(
+                Example(video_index[item.video], item.prompt, answer, item.task, item.id, 1)
+            )
+    for category in ("object_existence", "motion", "temporal"):
+        path = bench / "hallucination" / category
+        for item in BENCHMARKS["videohallucer"].load(path):
+            groups.setdefault(f"yesno_{category}", []).append(
+                Example(video_index[item.video], item.prompt, item.answer.capitalize(), category, item.id, 0)
+            )
+    return groups
+
+
+def perturbed_frames(frames: np.ndarray, keys: Sequence[str], kind: str = "mask+local_shuffle", seed: int = 0, variant: int = 0) -> np.ndarray:
+    """Frames [N, T, H, W, 3] perturbed as the self-alignment pipeline does (`key` = record id)."""
+    from rrpo.video.perturb import perturb_frames
+
+    return np.stack([perturb_frames(f, kind, seed=seed, key=k, variant=variant)[0] for f, k in zip(frames, keys)])
+
+
+def quick_eval(model, encoder: Encoder, groups: dict[str, list[Example]], frames: np.ndarray, *, perturb: bool = True) -> dict[str, dict[str, float]]:
+    """Accuracy (%) per group on clean frames and, with `perturb`, on perturbed ones (each
+    example's clip perturbed with key = example id, as the pipeline keys by record id)."""
+    result: dict[str, dict[str, float]] = {}
+    for name, exs in groups.items():
+        clean = decisions(model, encoder, exs, frames)
+        row = {"n": len(exs), "clean": 100.0 * sum(c for c, _ in clean) / max(1, len(exs))}
+        if perturb:
+            pf = perturbed_frames(frames[[e.clip for e in exs]], [e.id for e in exs])
+            local = [Example(i, e.prompt, e.answer, e.kind, e.id, e.decisive) for i, e in enumerate(exs)]
+            pert = decisions(model, encoder, local, pf)
+            row["perturbed"] = 100.0 * sum(c for c, _ in pert) / max(1, len(exs))
+        result[name] = row
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. `steps` batches of `batch_size` examples; linear warm-up for `warmup`
+    steps then cosine decay to `min_lr_ratio` x `lr`; `minutes` stops early (wall clock: the only
+    source of run-to-run difference when it triggers)."""
+
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    minutes: float | None = None
+    eval_every: int = 500
+    threads: int | None = None
+    kinds: tuple[str, ...] = ()  # train only these turn kinds (empty: all)
+
+
+def example_order(examples: Sequence[Example], stages: Sequence[int], steps: int, batch_size: int, seed: int) -> Iterable[list[int]]:
+    """Batches of example indices: the first pass goes through curriculum stage 0 (single-object
+    clips) before stage 1, shuffled within each stage; later passes are full shuffles."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    first = True
+    while len(order) < steps * batch_size:
+        if first:
+            for stage in sorted(set(stages)):
+                part = [i for i, ex in enumerate(examples) if stages[ex.clip] == stage]
+                rng.shuffle(part)
+                order += part
+            first = False
+        else:
+            part = list(range(len(examples)))
+            rng.shuffle(part)
+            order += part
+    for s in range(steps):
+        yield order[s * batch_size : (s + 1) * batch_size]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train(
+    model,
+    encoder: Encoder,
+    examples: Sequence[Example],
+    frames: np.ndarray,
+    stages: Sequence[int],
+    cfg: TrainConfig,
+    *,
+    on_eval: Callable[[int], dict] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Full fine-tuning of every weight; returns {"losses": [per step], "steps_done", "seconds",
+    "examples_per_s", "evals": {step: on_eval(step)}}."""
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98),
+    )
+    losses: list[float] = []
+    evals: dict[int, Any] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, desc="pretrain", unit="step", disable=not progress)
+    step = 0
+    for step, idx in enumerate(example_order(examples, stages, cfg.steps, cfg.batch_size, cfg.seed)):
+        if cfg.minutes is not None and time.perf_counter() - t0 > 60 * cfg.minutes:
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        b = encoder.batch([examples[i] for i in idx], frames)
+        loss = answer_loss(forward_logits(model, b), b["labels"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(float(loss))
+        bar.update()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if on_eval is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            evals[step + 1] = on_eval(step + 1)
+            model.train()
+    else:
+        step += 1
+    bar.close()
+    seconds = time.perf_counter() - t0
+    model.eval()
+    done = len(losses)
+    return {
+        "losses": losses,
+        "steps_done": done,
+        "seconds": seconds,
+        "examples_per_s": done * cfg.batch_size / max(seconds, 1e-9),
+        "evals": evals,
+    }
+
+
+def initial_loss(model, encoder: Encoder, examples: Sequence[Example], frames: np.ndarray) -> float:
+    """Answer-token loss of `examples` without training (for checks that training reduces it)."""
+    model.eval()
+    with torch.no_grad():
+        b = encoder.batch(examples, frames)
+        return float(answer_loss(forward_logits(model, b), b["labels"]))
+
+
+def format_table(metrics: dict[str, dict[str, float]]) -> str:
+    """Markdown table of `quick_eval` / benchmark metrics."""
+    lines = ["| group | n | clean % | perturbed % |", "|---|---|---|---|"]
+    for name, row in metrics.items():
+        pert = f"{row['perturbed']:.1f}" if "perturbed" in row else "-"
+        lines.append(f"| {name} | {row['n']} | {row['clean']:.1f} | {pert} |")
+    return "\n".join(lines)
+
+
+def kind_counts(examples: Sequence[Example]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for ex in examples:
+        counts[ex.kind] += 1
+    return dict(counts)

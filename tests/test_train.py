@@ -1,0 +1,148 @@
+"""`rrpo train` end to end on a tiny Qwen2-VL: metrics, adapter, skips, resume, merge, two processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rrpo.cli import main
+from rrpo.data.record import PreferencePair, write_pairs
+from rrpo.errors import RRPOError
+from rrpo.train.config import TrainConfig
+from rrpo.train.trainer import train
+from rrpo.video import write_video
+
+REQUIRED_METRICS = {
+    "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+    "kl/chosen", "logps/chosen", "logps/rejected", "grad_norm", "learning_rate",
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    from rrpo.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("train_world")
+    model_dir = build_tiny_model("qwen2-vl", root / "model", num_frames=4)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(6):
+        write_video(root / "videos" / f"v{i}.mp4", rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8), fps=4)
+        chosen, rejected = ("(B) a red circle", "(A) a blue square") if i % 2 else ("Yes", "No")
+        pairs.append(PreferencePair(
+            id=f"p{i}", video=f"videos/v{i}.mp4", question=f"Question {i}?", chosen=chosen, rejected=rejected,
+            chosen_spans=[(0, len(chosen))], rejected_spans=[(0, len(rejected))]))
+    good = root / "pairs.jsonl"
+    write_pairs(good, pairs)
+    bad = pairs + [
+        PreferencePair(id="missing", video="videos/nope.mp4", question="Q?", chosen="Yes", rejected="No",
+                       chosen_spans=[(0, 3)], rejected_spans=[(0, 2)]),
+        PreferencePair(id="nospan", video="videos/v0.mp4", question="Q?", chosen="Yes", rejected="No",
+                       chosen_spans=[(0, 3)], rejected_spans=[]),
+    ]
+    write_pairs(root / "bad_pairs.jsonl", bad)
+    return {"root": root, "model": model_dir, "pairs": good, "bad_pairs": root / "bad_pairs.jsonl"}
+
+
+def _cfg(world, out: Path, **kw) -> TrainConfig:
+    base = dict(model=str(world["model"]), data=str(world["pairs"]), video_root=str(world["root"]),
+                output_dir=str(out), frames=4, lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=5e-3,
+                per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2, save_steps=100,
+                warmup_ratio=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_rrpo_writes_adapter_metrics_and_summary(world, tmp_path) -> None:
+    out = tmp_path / "run"
+    rc = main(["train", "--model", str(world["model"]), "--data", str(world["bad_pairs"]),
+               "--video-root", str(world["root"]), "--out", str(out), "--frames", "4", "--lora-r", "4",
+               "--lora-alpha", "8", "--learning-rate", "5e-3", "--batch-size", "2", "--grad-accum", "1",
+               "--max-steps", "2", "--max-skip-fraction", "0.5", "--warmup-ratio", "0"])
+    assert rc == 0
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    cfg = TrainConfig.from_sources(out / "rrpo_train_config.yaml")
+    assert (cfg.loss_type, cfg.alpha, cfg.beta) == ("rrpo", 0.01, 0.1)
+    rows = [r for r in _metrics(out) if "loss" in r]
+    assert len(rows) == 2 and REQUIRED_METRICS <= set(rows[0])
+    # LoRA B starts at zero: at step 1 the policy is the reference, so u = 0, KL = 0 and the RRPO loss
+    # is exactly -log sigmoid(0) = log 2.
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert rows[0]["kl/chosen"] == pytest.approx(0.0, abs=1e-6)
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    # After one update the policy has moved: non-zero KL and margins.
+    assert rows[1]["kl/chosen"] > 0 and rows[1]["rewards/margins"] != 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["pairs_read"] == 8 and summary["pairs_used"] == 6 and summary["pairs_skipped"] == 2
+    reasons = {s["id"]: s["reason"] for s in summary["skipped"]}
+    assert "missing video" in reasons["missing"] and "no span" in reasons["nospan"]
+
+
+def test_too_many_skips_fail_with_reasons(world, tmp_path) -> None:
+    with pytest.raises(RRPOError, match="2 of 8 pairs skipped.*max_skip_fraction"):
+        train(_cfg(world, tmp_path / "run", data=str(world["bad_pairs"]), max_skip_fraction=0.1))
+
+
+@pytest.mark.parametrize("loss_type", ["dpo", "tdpo", "dpa", "ddpo"])
+def test_baseline_losses_train(world, tmp_path, loss_type) -> None:
+    summary = train(_cfg(world, tmp_path / loss_type, loss_type=loss_type, max_steps=1))
+    assert summary["global_step"] == 1 and math.isfinite(summary["train_loss"])
+
+
+def test_resume_continues_from_last_checkpoint(world, tmp_path) -> None:
+    out = tmp_path / "run"
+    train(_cfg(world, out, max_steps=2, save_steps=1))
+    assert (out / "checkpoint-2").is_dir()
+    summary = train(_cfg(world, out, max_steps=3, save_steps=1, resume=True))
+    assert summary["global_step"] == 3
+    steps = [r["step"] for r in _metrics(out) if "loss" in r]
+    assert steps == [1, 2, 3], "the resumed run continues the log instead of restarting it"
+
+
+def test_merge_equals_adapter_model(world, tmp_path) -> None:
+    from rrpo.models import load_model
+
+    out = tmp_path / "run"
+    train(_cfg(world, out, max_steps=2))
+    assert main(["merge", "--model", str(world["model"]), "--adapter", str(out), "--out", str(tmp_path / "merged")]) == 0
+    with_adapter = load_model(world["model"], adapter_dir=out, num_frames=4)
+    merged = load_model(tmp_path / "merged", num_frames=4)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        a = with_adapter.model(input_ids=ids).logits
+        b = merged.model(input_ids=ids).logits
+        base = load_model(world["model"], num_frames=4).model(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a, base, atol=1e-4)
+
+
+def test_two_process_data_parallel(world, tmp_path) -> None:
+    if shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("torchrun not installed beside this python")
+    out = tmp_path / "ddp"
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "rrpo.cli", "train", "--model", str(world["model"]), "--data", str(world["pairs"]),
+           "--video-root", str(world["root"]), "--out", str(out), "--frames", "4", "--lora-r", "4",
+           "--lora-alpha", "8", "--learning-rate", "5e-3", "--batch-size", "1", "--grad-accum", "1",
+           "--max-steps", "2", "--warmup-ratio", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["ranks_in_sync"] is True
+    from rrpo.models import load_model
+
+    vlm = load_model(world["model"], adapter_dir=out, num_frames=4)
+    assert any("lora_" in n for n, _ in vlm.model.named_parameters())
