@@ -103,9 +103,11 @@ def run_eval(
     scored_items = [it for it in present if it.id not in bad_ids]
     results = bench.score(scored_items, predictions, scoring=scoring, judge=judge)
     excluded = [{"id": it.id, "video": it.video, "reason": "missing video"} for it in missing] + bad
+    # Questions without a usable video are left out of every metric; say which and how many.
+    results = {**results, "excluded_videos": excluded, "excluded_videos_count": len(excluded)}
     write_results(
         out_dir, results, model=str(model_dir), adapter=adapter_dir, frames=frames, benchmark=benchmark,
-        annotations=str(annotations), excluded=excluded, excluded_count=len(excluded), questions=len(items),
+        annotations=str(annotations), scoring=scoring, questions=len(items),
     )
     if excluded:
         print(f"excluded {len(excluded)} of {len(items)} questions (missing or undecodable video); "

@@ -60,8 +60,10 @@ DEFAULT_DATA = {
 @dataclass
 class ModelSpec:
     """Architecture of the toy model. Text: `hidden_size` wide, `num_layers` deep, `num_heads` heads;
-    vision: `vision_depth` blocks of width `vision_dim`, `patch_size`-px patches, 2x2 merge, 2-frame
-    temporal patches. 16 frames of 64x64 with patch 8 give 8 x 4 x 4 = 128 video tokens."""
+    vision: `vision_depth` blocks of width `vision_dim`, `patch_size`-px patches merged `merge_size` x
+    `merge_size` into one LM token, 2-frame
+    temporal patches. 16 frames of 64x64 with 8-px patches and a 4x4 merge give 8 x 2 x 2 = 32 video
+    tokens (a 2x2 merge gave 128 and cost 4-8x more per step on 2 cores)."""
 
     hidden_size: int = 128
     num_layers: int = 4
@@ -71,7 +73,7 @@ class ModelSpec:
     vision_dim: int = 64
     vision_heads: int = 4
     patch_size: int = 8
-    merge_size: int = 2
+    merge_size: int = 4
     temporal_patch_size: int = 2
     frame_size: int = 64
     num_frames: int = 16
@@ -509,13 +511,14 @@ def quick_eval(model, encoder: Encoder, groups: dict[str, list[Example]], frames
 @dataclass
 class TrainConfig:
     """Optimisation settings. `steps` batches of `batch_size` examples; linear warm-up for `warmup`
-    steps then cosine decay to `min_lr_ratio` x `lr`; `minutes` stops early (wall clock: the only
+    steps, then constant (`schedule` "constant") or cosine decay to `min_lr_ratio` x `lr`; `minutes` stops early (wall clock: the only
     source of run-to-run difference when it triggers)."""
 
     steps: int = 3000
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
+    schedule: str = "constant"  # or "cosine"
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -548,8 +551,12 @@ def example_order(examples: Sequence[Example], stages: Sequence[int], steps: int
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of a step. The default "constant" schedule (warm-up, then flat) makes step N of a
+    longer run identical to the end of an N-step run, so any intermediate checkpoint is reproducible."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -637,3 +644,138 @@ def kind_counts(examples: Sequence[Example]) -> dict[str, int]:
     for ex in examples:
         counts[ex.kind] += 1
     return dict(counts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole run
+
+
+def benchmark_videos(data_dir: Path) -> list[str]:
+    """Every video the held-out benchmark files name (sorted, unique)."""
+    videos: set[str] = set()
+    for path in sorted((data_dir / "benchmarks").rglob("*.json")):
+        for rec in json.loads(path.read_text(encoding="utf-8")):
+            for side in (rec, rec.get("basic") or {}, rec.get("hallucination") or {}):
+                if isinstance(side.get("video"), str):
+                    videos.add(side["video"])
+    return sorted(videos)
+
+
+def pool_examples(data_dir: Path, video_index: dict[str, int]) -> list[Example]:
+    """The mcq and yes/no questions of the self-alignment pool (train.jsonl) as examples keyed by
+    their record id (the perturbation key the pipeline uses)."""
+    from rrpo.data.record import VideoQuestion
+    from rrpo.selfalign.pipeline import question_prompt, reference_answer
+
+    out = []
+    path = data_dir / "train.jsonl"
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            q = VideoQuestion.from_dict(json.loads(line))
+            if q.answer_type not in ("mcq", "yesno"):
+                continue
+            decisive = 1 if q.answer_type == "mcq" else 0
+            kind = str(q.metadata.get("kind", q.answer_type))
+            out.append(Example(video_index[q.video], question_prompt(q), reference_answer(q), kind, q.id, decisive))
+    return out
+
+
+def expected_pairs(model, encoder: Encoder, examples: Sequence[Example], frames: np.ndarray, variants: int = 2) -> dict[str, Any]:
+    """How many pool questions the model gets wrong under at least one of `variants` perturbations
+    (the pipeline makes a pair for exactly those, before judge / differ rejects), per kind."""
+    wrong = np.zeros(len(examples), dtype=bool)
+    clips = frames[[e.clip for e in examples]]
+    local = [Example(i, e.prompt, e.answer, e.kind, e.id, e.decisive) for i, e in enumerate(examples)]
+    for v in range(variants):
+        pf = perturbed_frames(clips, [e.id for e in examples], variant=v)
+        wrong |= ~np.array([c for c, _ in decisions(model, encoder, local, pf)])
+    by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for e, w in zip(examples, wrong):
+        by_kind[e.kind][0] += int(w)
+        by_kind[e.kind][1] += 1
+    return {"questions": len(examples), "pairs": int(wrong.sum()), "by_kind": {k: {"pairs": a, "questions": b} for k, (a, b) in by_kind.items()}}
+
+
+def run_pretrain(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    spec: ModelSpec | None = None,
+    cfg: TrainConfig | None = None,
+    eval_limit: int = 100,
+    save_every: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Build a fresh toy model in `out_dir`, pretrain it on `data_dir`'s pretrain.jsonl, save it there
+    and return a summary (also written to `out_dir/pretrain_metrics.json`): the data and model
+    parameters, losses, throughput, and the final quick-eval metrics (held-out clean vs perturbed per
+    question kind, prior-break, and the expected number of pairs from the pool).
+
+    Every `cfg.eval_every` steps a quick clean eval on `eval_limit` items per group is logged; with
+    `save_every` the model is also saved to `out_dir/step_<N>` then."""
+    from rrpo.models import load_model
+    from rrpo.toy.splits import load_world
+
+    data_dir, out = Path(data_dir), Path(out_dir)
+    spec = spec or ModelSpec()
+    cfg = cfg or TrainConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    world = load_world(data_dir)
+    if not world.get("videos_written", True):
+        raise RRPOError(f"{data_dir}: generated without videos (--no-videos); cannot pretrain on it")
+    records = read_pretrain(data_dir)
+    examples = pretrain_examples(records)
+    if cfg.kinds:
+        examples = [e for e in examples if e.kind in cfg.kinds]
+    stages = [int(r.get("metadata", {}).get("curriculum_stage", 1)) for r in records]
+    held = benchmark_videos(data_dir) if (data_dir / "benchmarks").is_dir() else []
+    pool_videos = []
+    if (data_dir / "train.jsonl").is_file():
+        with (data_dir / "train.jsonl").open(encoding="utf-8") as f:
+            pool_videos = sorted({json.loads(line)["video"] for line in f})
+    videos = [r["video"] for r in records] + held + pool_videos
+    video_index = {v: i for i, v in enumerate(videos)}  # pretraining clips keep their record position
+    t0 = time.perf_counter()
+    frames = load_frames(data_dir, videos, spec, progress=progress)
+    log(f"decoded {len(videos)} clips in {time.perf_counter() - t0:.0f} s")
+
+    build_toy_model(out, spec, seed=cfg.seed)
+    vlm = load_model(out, num_frames=spec.num_frames)
+    model = vlm.model
+    encoder = Encoder(vlm.processor, spec)
+    encoder.check_against_processor(frames[0], examples[0].prompt)
+    groups = eval_examples_from_benchmarks(data_dir, video_index) if held else {}
+    small = {k: v[:eval_limit] for k, v in groups.items()}
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {n_params} parameters; {len(examples)} examples from {len(records)} clips {kind_counts(examples)}")
+
+    def on_eval(step: int) -> dict:
+        metrics = quick_eval(model, encoder, small, frames, perturb=False)
+        log(f"step {step}: " + ", ".join(f"{k} {v['clean']:.0f}" for k, v in metrics.items()))
+        if save_every and step % save_every == 0:
+            model.save_pretrained(out / f"step_{step}")
+        return metrics
+
+    loss0 = initial_loss(model, encoder, [examples[i] for i in range(0, len(examples), max(1, len(examples) // 64))][:64], frames)
+    result = train(model, encoder, examples, frames, stages, cfg, on_eval=on_eval if groups else None, progress=progress)
+    model.save_pretrained(out)
+    summary: dict[str, Any] = {
+        "data": {"dir": str(data_dir), "world": world, "pretrain_clips": len(records), "examples": len(examples),
+                 "examples_by_kind": kind_counts(examples)},
+        "model": {"spec": asdict(spec), "parameters": n_params},
+        "train": {**asdict(cfg), "initial_loss": loss0, "final_loss": float(np.mean(result["losses"][-50:])),
+                  "steps_done": result["steps_done"], "seconds": result["seconds"],
+                  "examples_per_s": result["examples_per_s"], "threads": torch.get_num_threads()},
+        "evals": result["evals"],
+    }
+    if groups:
+        summary["heldout"] = quick_eval(model, encoder, groups, frames, perturb=True)
+        log(format_table(summary["heldout"]))
+    if pool_videos:
+        summary["pool"] = expected_pairs(model, encoder, pool_examples(data_dir, video_index), frames)
+        log(f"pool: {summary['pool']['pairs']} of {summary['pool']['questions']} questions wrong under a perturbation")
+    summary["losses"] = result["losses"]
+    (out / "pretrain_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary

@@ -1,0 +1,100 @@
+"""`rrpo toy pretrain`: supervised pretraining of the tiny base video LLM the toy demo starts from.
+
+Registered into the `rrpo toy` group through `rrpo.toy.commands.TOY_COMMAND_MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
+    """Add `rrpo toy pretrain`."""
+    p = toy_subparsers.add_parser(
+        "pretrain",
+        help="pretrain a tiny base video LLM on the toy world (the demo's starting checkpoint)",
+        description="Build a tiny Qwen2-VL and train all its weights on the toy world's pretrain.jsonl "
+        "(caption, describe and QA turns in the evaluation's prompt format). Without --data the toy world "
+        "is generated first (into --data-cache) with the parameters the committed checkpoint used. "
+        "Deterministic for a seed on one machine and thread count, unless --minutes stops it early.",
+    )
+    p.add_argument("--data", help="toy dataset directory (`rrpo toy generate`); default: generate one")
+    p.add_argument("--data-cache", default=None, help="where to generate the default dataset (default: a "
+                   "directory under the system temp dir, reused when it is complete)")
+    p.add_argument("--out", required=True, help="model directory to write (loadable by rrpo.models.load_model)")
+    p.add_argument("--seed", type=int, default=0, help="model init and batch order seed (default 0)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the checkpoint's)")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (wall clock)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it; default 2)")
+    p.add_argument("--eval-every", type=int, default=None, help="quick held-out eval every N steps (0: never)")
+    p.add_argument("--save-every", type=int, default=0, help="also save the model to OUT/step_N every N steps "
+                   "(at eval steps)")
+    p.add_argument("--n-pretrain", type=int, default=None, help="pretraining clips of the generated dataset")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_pretrain_command)
+
+
+def run_pretrain_command(args: argparse.Namespace) -> int:
+    import json
+    import platform
+    import sys
+    import tempfile
+    import time
+    from dataclasses import replace
+    from pathlib import Path
+
+    import torch
+
+    from rrpo.errors import RRPOError
+    from rrpo.toy.pretrain import DEFAULT_DATA, DEFAULT_TRAIN, ModelSpec, format_table, run_pretrain
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise RRPOError(f"{out}: exists and is not empty; pass --overwrite to replace the model there")
+    t0 = time.perf_counter()
+    data = Path(args.data) if args.data else None
+    if data is None:
+        from rrpo.toy.splits import generate_dataset
+
+        params = dict(DEFAULT_DATA)
+        if args.n_pretrain is not None:
+            params["n_pretrain"] = args.n_pretrain
+        name = "rrpo-toy-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+        data = Path(args.data_cache) if args.data_cache else Path(tempfile.gettempdir()) / name
+        if not (data / "world.json").is_file():
+            print(f"generating the toy world into {data} ({params})")
+            generate_dataset(data, overwrite=True, progress=not args.no_progress, **params)
+    changes = {
+        k: v
+        for k, v in {
+            "seed": args.seed,
+            "steps": args.steps,
+            "minutes": args.minutes,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "warmup": args.warmup,
+            "schedule": args.schedule,
+            "threads": args.threads,
+            "eval_every": args.eval_every,
+        }.items()
+        if v is not None
+    }
+    cfg = replace(DEFAULT_TRAIN, **changes)
+    torch.set_num_threads(cfg.threads or torch.get_num_threads())
+    summary = run_pretrain(data, out, spec=ModelSpec(), cfg=cfg, save_every=args.save_every,
+                           progress=not args.no_progress)
+    summary["command"] = " ".join(["rrpo", *sys.argv[1:]]) if sys.argv else ""
+    summary["wall_seconds"] = time.perf_counter() - t0
+    summary["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
+                          "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (out / "pretrain_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"saved {out} in {summary['wall_seconds'] / 60:.1f} min "
+          f"({summary['train']['examples_per_s']:.1f} examples/s)")
+    if "heldout" in summary:
+        print(format_table(summary["heldout"]))
+    return 0
