@@ -183,3 +183,45 @@ def test_open_answers_with_llm_judge_and_differ_and_retry_after_outage(tmp_path:
     assert [pair.chosen[s:e] for s, e in pair.chosen_spans] == ["red circle"]
     assert [pair.rejected[s:e] for s, e in pair.rejected_spans] == ["blue square"]
     assert "sk-test-never-written" not in "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
+
+
+def test_generate_cli_with_tiny_model(tmp_path: Path) -> None:
+    """The real command: load a tiny model, generate on perturbed clips, judge, write every outcome."""
+    from rrpo.cli import main
+    from rrpo.models import build_tiny_model
+
+    model = build_tiny_model("qwen2-vl", tmp_path / "model", num_frames=4)
+    qs = _questions(tmp_path, 3)
+    data = tmp_path / "questions.jsonl"
+    data.write_text("".join(json.dumps(q.to_dict()) + "\n" for q in qs))
+    out = tmp_path / "gen" / "pairs.jsonl"
+    args = ["generate", "--model", str(model), "--data", str(data), "--video-root", str(tmp_path), "--out", str(out),
+            "--frames", "4", "--max-new-tokens", "4", "--num-perturbations", "2"]
+    assert main(args) == 0
+    summary = json.loads((out.parent / "summary.json").read_text())
+    outcomes = sum(len((out.parent / f).read_text().splitlines()) for f in ("pairs.jsonl", "rejects.jsonl", "correct.jsonl"))
+    assert summary["records_seen"] == 3 and outcomes == 3, "every record ends in exactly one file"
+    assert summary["pairs_made"] + summary["correct_on_every_perturbation"] + summary["rejects"] == 3
+    # Rerun: nothing left to do.
+    assert main(args) == 0
+    assert json.loads((out.parent / "summary.json").read_text())["resumed_done"] == 3
+
+
+def test_bad_question_file_reports_every_problem(tmp_path: Path) -> None:
+    from rrpo.cli import main
+
+    data = tmp_path / "q.jsonl"
+    data.write_text(
+        json.dumps({"id": "a", "video": "v.mp4", "question": "Q?", "answer": "maybe", "answer_type": "yesno"}) + "\n"
+        + json.dumps({"id": "b", "video": "v.mp4", "question": "Q?", "answer": "E", "answer_type": "mcq",
+                      "options": ["x", "y"]}) + "\n"
+        + json.dumps({"id": "c", "video": "v.mp4", "question": "Q?", "answer": "x", "answer_type": "mcq"}) + "\n"
+    )
+    with pytest.raises(Exception) as err:
+        from rrpo.data.record import load_questions
+
+        load_questions(data)
+    text = str(err.value)
+    assert all(f"'{rid}'" in text or f"{rid}" in text for rid in "abc") and "answer" in text and "options" in text
+    assert main(["generate", "--model", "unused", "--data", str(data), "--video-root", str(tmp_path),
+                 "--out", str(tmp_path / "p.jsonl")]) == 1

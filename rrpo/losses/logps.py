@@ -94,15 +94,18 @@ def token_logps_and_kl(
     )
 
 
-def _chunk_log_softmax(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, acc
+def _chunk_log_softmax_t(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, acc: torch.dtype
 ) -> torch.Tensor:
-    """log_softmax(hidden @ weight.T + bias) for one chunk: matmul in the input dtype, softmax in `acc`.
+    """Vocabulary-major log_softmax of one chunk: [V, c] = log_softmax(weight @ hidden.T + bias, dim=0).
 
-    F.log_softmax shifts by the row max before normalising, so the label's log-prob keeps full
-    precision even for logits around 1e4 (z - logsumexp(z) would lose ~1e-3 to the rounding of lse).
+    Vocabulary-major because `W @ h.T` ([V, H] x [H, c]) runs about twice as fast in MKL as
+    `h @ W.T` for small c on this CPU (benchmarks/RESULTS.md). The matmul runs in the input dtype, the
+    softmax in `acc`; F.log_softmax shifts by the max, so label log-probs keep full precision even for
+    logits around 1e4 (z - logsumexp(z) would lose ~1e-3 to the rounding of the normaliser).
     """
-    return F.log_softmax(F.linear(hidden, weight, bias).to(acc), dim=-1)
+    z = weight @ hidden.t() if bias is None else torch.addmm(bias.unsqueeze(1), weight, hidden.t())
+    return F.log_softmax(z.to(acc), dim=0)
 
 
 class _FusedLogpsKL(torch.autograd.Function):
@@ -111,7 +114,7 @@ class _FusedLogpsKL(torch.autograd.Function):
     Inputs are already restricted to response rows: hp/hr [N, H], target [N]. Gradients (upstream
     g_lp for policy_logps and g_kl for kl) w.r.t. the policy logits z of one row are
         d/dz = g_lp * (onehot(target) - p_pol) + g_kl * (p_pol - p_ref).
-    Two backward strategies, both holding at most a few chunk x V blocks:
+    Two backward strategies, both holding at most a few V x chunk blocks:
     - only the hidden states need a gradient (frozen lm_head, the LoRA case): since dL/dh = dL/dz @ W
       is linear in (g_lp, g_kl), the forward stores the two [N, H] bases
       A = W[target] - p_pol @ W and K = (p_pol - p_ref) @ W, and backward is g_lp*A + g_kl*K
@@ -123,7 +126,7 @@ class _FusedLogpsKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hp, wp, bp, hr, wr, br, target, chunk_size: int):
         acc = _acc_dtype(hp.dtype)
-        n = hp.shape[0]
+        n, dtype = hp.shape[0], hp.dtype
         logp_pol = hp.new_empty(n, dtype=acc)
         logp_ref = hp.new_empty(n, dtype=acc)
         kl = hp.new_empty(n, dtype=acc)
@@ -132,25 +135,27 @@ class _FusedLogpsKL(torch.autograd.Function):
         use_basis = need_h and not recompute
         basis_lp = hp.new_empty(n, hp.shape[1], dtype=acc) if use_basis else None
         basis_kl = hp.new_empty(n, hp.shape[1], dtype=acc) if use_basis else None
+        cols = torch.arange(min(chunk_size, n), device=hp.device)
         with torch.no_grad():
             for s in range(0, n, chunk_size):
                 e = min(s + chunk_size, n)
-                t = target[s:e].unsqueeze(1)
-                lsp = _chunk_log_softmax(hp[s:e], wp, bp, acc)
-                lsr = _chunk_log_softmax(hr[s:e], wr, br, acc)
-                logp_pol[s:e] = lsp.gather(1, t).squeeze(1)
-                logp_ref[s:e] = lsr.gather(1, t).squeeze(1)
+                t, c = target[s:e], cols[: e - s]
+                lsp = _chunk_log_softmax_t(hp[s:e], wp, bp, acc)  # [V, c]
+                lsr = _chunk_log_softmax_t(hr[s:e], wr, br, acc)
+                logp_pol[s:e] = lsp[t, c]
+                logp_ref[s:e] = lsr[t, c]
                 pr = lsr.exp()
-                kl[s:e] = lsr.sub_(lsp).mul_(pr).sum(1)  # sum_v p_ref (log p_ref - log p_pol)
+                kl[s:e] = lsr.sub_(lsp).mul_(pr).sum(0)  # sum_v p_ref (log p_ref - log p_pol)
                 del lsr
                 if use_basis:
                     lsp.exp_()  # the block now holds p_pol
-                    basis_lp[s:e] = wp[target[s:e]].to(acc) - (lsp.to(hp.dtype) @ wp).to(acc)
+                    basis_lp[s:e] = wp[t].to(acc) - (wp.t() @ lsp.to(dtype)).t().to(acc)
                     torch.sub(lsp, pr, out=pr)  # p_pol - p_ref, in the p_ref block
-                    basis_kl[s:e] = (pr.to(hp.dtype) @ wp).to(acc)
+                    basis_kl[s:e] = (wp.t() @ pr.to(dtype)).t().to(acc)
                 # Drop every name bound to a block before the next chunk allocates its own.
                 del lsp, pr
         ctx.chunk_size = chunk_size
+        ctx.in_dtype = dtype
         ctx.recompute = recompute
         ctx.has_bias = bp is not None
         if use_basis:
@@ -168,32 +173,32 @@ class _FusedLogpsKL(torch.autograd.Function):
                 return (None,) * 8
             basis_lp, basis_kl = ctx.saved_tensors
             grad_h = g_lp.unsqueeze(1) * basis_lp + g_kl.unsqueeze(1) * basis_kl
-            return grad_h, None, None, None, None, None, None, None
+            return grad_h.to(ctx.in_dtype), None, None, None, None, None, None, None
         hp, wp, bp, hr, wr, br, target = ctx.saved_tensors
-        acc = _acc_dtype(hp.dtype)
+        acc, dtype, n = _acc_dtype(hp.dtype), hp.dtype, hp.shape[0]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = ctx.has_bias and ctx.needs_input_grad[2]
         grad_h = torch.empty_like(hp) if need_h else None
         grad_w = torch.zeros(wp.shape, dtype=acc, device=wp.device) if need_w else None
         grad_b = torch.zeros(wp.shape[0], dtype=acc, device=wp.device) if need_b else None
-        rows = torch.arange(min(ctx.chunk_size, hp.shape[0]), device=hp.device)
-        for s in range(0, hp.shape[0], ctx.chunk_size):
-            e = min(s + ctx.chunk_size, hp.shape[0])
-            a, k = g_lp[s:e].to(acc).unsqueeze(1), g_kl[s:e].to(acc).unsqueeze(1)
-            pp = _chunk_log_softmax(hp[s:e], wp, bp, acc).exp_()
-            pr = _chunk_log_softmax(hr[s:e], wr, br, acc).exp_()
+        cols = torch.arange(min(ctx.chunk_size, n), device=hp.device)
+        for s in range(0, n, ctx.chunk_size):
+            e = min(s + ctx.chunk_size, n)
+            t, c = target[s:e], cols[: e - s]
+            a, k = g_lp[s:e].to(acc).unsqueeze(0), g_kl[s:e].to(acc).unsqueeze(0)  # [1, c]
+            pp = _chunk_log_softmax_t(hp[s:e], wp, bp, acc).exp_()  # [V, c]
+            pr = _chunk_log_softmax_t(hr[s:e], wr, br, acc).exp_()
             # dz = p_pol * (g_kl - g_lp) - g_kl * p_ref, then + g_lp at the label
-            dz = pp.mul_(k - a).sub_(pr.mul_(k))
+            pp.mul_(k - a).sub_(pr.mul_(k))
             del pr
-            dz[rows[: e - s], target[s:e]] += a.squeeze(1)
-            dz_in = dz.to(hp.dtype)
+            pp[t, c] += a.squeeze(0)
             if need_h:
-                grad_h[s:e] = dz_in @ wp
+                grad_h[s:e] = (wp.t() @ pp.to(dtype)).t()
             if need_w:
-                grad_w += (dz_in.t() @ hp[s:e]).to(acc)
+                grad_w += (pp.to(dtype) @ hp[s:e]).to(acc)
             if need_b:
-                grad_b += dz.sum(0)
-            del dz, dz_in, pp
+                grad_b += pp.sum(1)
+            del pp
         grad_w = grad_w.to(wp.dtype) if need_w else None
         grad_b = grad_b.to(bp.dtype) if need_b else None
         return grad_h, grad_w, grad_b, None, None, None, None, None

@@ -26,42 +26,48 @@ Adding a family:
 
 from __future__ import annotations
 
-from rrpo.models.base import (
-    LORA_TARGET_REGEX,
-    EncodedPair,
-    SkipPair,
-    VideoLM,
-    VideoLMAdapter,
-)
-from rrpo.models.llava import LlavaNextVideoAdapter, LlavaOneVisionAdapter
-from rrpo.models.loading import family_of, load_model
-from rrpo.models.packing import PairOutputs, collate_pairs, encode_pair, pair_forward
-from rrpo.models.qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
-from rrpo.models.tiny import build_tiny_model
+import importlib
+from typing import Any
 
-FAMILIES: dict[str, type[VideoLMAdapter]] = {
-    cls.family: cls
-    for cls in (
-        Qwen2VLAdapter,
-        Qwen25VLAdapter,
-        Qwen3VLAdapter,
-        LlavaOneVisionAdapter,
-        LlavaNextVideoAdapter,
-    )
+# Names are imported on first use (PEP 562), so `rrpo --help` and commands that never touch a model
+# do not pay for importing torch and transformers.
+_EXPORTS = {
+    "LORA_TARGET_REGEX": "rrpo.models.base",
+    "EncodedPair": "rrpo.models.base",
+    "SkipPair": "rrpo.models.base",
+    "VideoLM": "rrpo.models.base",
+    "VideoLMAdapter": "rrpo.models.base",
+    "LlavaNextVideoAdapter": "rrpo.models.llava",
+    "LlavaOneVisionAdapter": "rrpo.models.llava",
+    "family_of": "rrpo.models.loading",
+    "load_model": "rrpo.models.loading",
+    "PairOutputs": "rrpo.models.packing",
+    "collate_pairs": "rrpo.models.packing",
+    "encode_pair": "rrpo.models.packing",
+    "pair_forward": "rrpo.models.packing",
+    "Qwen2VLAdapter": "rrpo.models.qwen",
+    "Qwen25VLAdapter": "rrpo.models.qwen",
+    "Qwen3VLAdapter": "rrpo.models.qwen",
+    "build_tiny_model": "rrpo.models.tiny",
 }
 
-__all__ = [
-    "FAMILIES",
-    "LORA_TARGET_REGEX",
-    "EncodedPair",
-    "PairOutputs",
-    "SkipPair",
-    "VideoLM",
-    "VideoLMAdapter",
-    "build_tiny_model",
-    "collate_pairs",
-    "encode_pair",
-    "family_of",
-    "load_model",
-    "pair_forward",
-]
+__all__ = ["FAMILIES", *sorted(_EXPORTS)]
+
+
+def _families() -> dict[str, Any]:
+    from rrpo.models.llava import LlavaNextVideoAdapter, LlavaOneVisionAdapter
+    from rrpo.models.qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
+
+    classes = (Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter, LlavaOneVisionAdapter, LlavaNextVideoAdapter)
+    return {cls.family: cls for cls in classes}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FAMILIES":
+        value = _families()
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'rrpo.models' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -529,6 +529,10 @@ class TrainConfig:
     kinds: tuple[str, ...] = ()  # train only these turn kinds (empty: all)
 
 
+# The committed checkpoint's settings (`rrpo toy pretrain` defaults; see checkpoint/PROVENANCE.md).
+DEFAULT_TRAIN = TrainConfig(steps=2000, batch_size=32, lr=2e-3, warmup=100, eval_every=250, threads=2)
+
+
 def example_order(examples: Sequence[Example], stages: Sequence[int], steps: int, batch_size: int, seed: int) -> Iterable[list[int]]:
     """Batches of example indices: the first pass goes through curriculum stage 0 (single-object
     clips) before stage 1, shuffled within each stage; later passes are full shuffles."""
@@ -600,7 +604,7 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.update()
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
