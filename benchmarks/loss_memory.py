@@ -67,11 +67,11 @@ def _make_inputs(args, torch, b: int, t: int, h: int, v: int, seed: int = 0):
     return hidden, weight, ref_hidden, ref_weight, labels
 
 
-def _step(path: str, inputs, chunk_size, torch) -> float:
+def _step(path: str, inputs, chunk_size, torch) -> tuple[float, float]:
     from rrpo.losses import fused_token_logps_and_kl, token_logps_and_kl
 
     hidden, weight, ref_hidden, ref_weight, labels = inputs
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if path == "naive":
         logits = hidden @ weight.T
         with torch.no_grad():
@@ -85,10 +85,10 @@ def _step(path: str, inputs, chunk_size, torch) -> float:
     loss.backward()
     if hidden.is_cuda:
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     hidden.grad = None
     weight.grad = None
-    return seconds
+    return seconds, cpu_seconds
 
 
 def _worker(args) -> dict:
@@ -107,7 +107,8 @@ def _worker(args) -> dict:
         base = torch.cuda.memory_allocated() / 2**20
     else:
         base = _peak_rss_mb()
-    times = [_step(args.worker, inputs, args.chunk_size, torch) for _ in range(args.repeats)]
+    runs = [_step(args.worker, inputs, args.chunk_size, torch) for _ in range(args.repeats)]
+    times, cpu_times = [r[0] for r in runs], [r[1] for r in runs]
     if args.device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20 - base
         measure = "torch.cuda.max_memory_allocated increase"
@@ -117,6 +118,8 @@ def _worker(args) -> dict:
     return {
         "seconds": statistics.median(times),
         "seconds_all": [round(x, 4) for x in times],
+        # CPU time of all threads: less sensitive than wall time to other jobs on a shared machine.
+        "cpu_seconds": statistics.median(cpu_times),
         "peak_mb": round(peak, 1),
         "baseline_mb": round(base, 1),
         "measure": measure,
@@ -159,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "fused": results["fused"],
         "memory_ratio": round(results["naive"]["peak_mb"] / max(results["fused"]["peak_mb"], 1e-3), 2),
         "time_ratio": round(results["fused"]["seconds"] / results["naive"]["seconds"], 3),
+        "cpu_time_ratio": round(results["fused"]["cpu_seconds"] / results["naive"]["cpu_seconds"], 3),
         "shape": {"B": args.B, "T": args.T, "H": args.H, "V": args.V},
         "chunk_size": args.chunk_size or DEFAULT_CHUNK_SIZE,
         "device": args.device,

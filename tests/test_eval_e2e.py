@@ -145,3 +145,25 @@ def test_deviation_is_zero_for_untrained_adapter_and_matches_naive(setup, tmp_pa
     rows = range(p - 1, p - 1 + resp_ids.numel())
     naive = np.mean([float((ref[0, t].exp() * (ref[0, t] - pol[0, t])).sum()) for t in rows])
     assert result["per_example"][0]["mean_kl"] == pytest.approx(naive, rel=1e-4, abs=1e-7)
+
+
+def test_eval_data_parallel_two_processes(setup, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed beside this python")
+    out = tmp_path / "ddp_eval"
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29531", "-m", "rrpo.cli", "eval",
+           "--model", str(setup["model"]), "--benchmark", "mvbench", "--annotations", str(setup["root"] / "mvb"),
+           "--video-root", str(setup["root"] / "videos"), "--frames", "4", "--max-new-tokens", "4", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Each rank answered its share into its own file; the main process merged all three.
+    ranks = [len((out / f"predictions.rank{r}.jsonl").read_text().splitlines()) for r in range(2)]
+    assert sorted(ranks) == [1, 2]
+    assert sorted(p["id"] for p in _preds(out)) == [f"order/{i}" for i in range(3)]
+    assert json.loads((out / "results.json").read_text())["counts"]["questions"] == 3

@@ -51,7 +51,10 @@ def run_eval(
         items = items[:limit]
     video_root, out_dir = Path(video_root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = PartialState()
+    import torch
+
+    # Without a GPU, accelerate sets up data parallelism only when told to run on the CPU (gloo).
+    state = PartialState(cpu=not torch.cuda.is_available())
 
     present, missing = [], []
     for item in items:

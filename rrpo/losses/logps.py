@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
-# Tuned on the 2-core CPU for V=151936, H=896 (benchmarks/RESULTS.md): small enough that one
-# chunk x V float32 block (~19 MB) stays below glibc's mmap threshold and is reused instead of being
-# page-faulted in anew for every chunk, large enough that the chunk matmul stays efficient.
-DEFAULT_CHUNK_SIZE = 32
+# Tuned on the 2-core CPU for V=151936, H=896 (benchmarks/RESULTS.md): 128 rows keep the vocabulary-major
+# chunk matmuls efficient (64 rows cost ~25% more time) while 3-4 live V x 128 float32 blocks
+# (~78 MB each) stay far below the ~4 GB that materialised [1, 1024, V] logits need.
+DEFAULT_CHUNK_SIZE = 128
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -231,7 +231,8 @@ def fused_token_logps_and_kl(
             (tied / frozen lm_head).
         labels: [B, T] int, -100 outside the response; `hidden[:, t]` scores `labels[:, t]`.
         chunk_size: rows of logits materialised at once.
-        policy_bias, ref_bias: optional [V] lm_head biases; `bias` sets both when they are None.
+        policy_bias, ref_bias: optional [V] lm_head biases; `bias` sets both when they are None (the
+            reference side is always frozen, so a shared bias gets its gradient via the policy only).
 
     Returns:
         (policy_logps, ref_logps, kl), each [B, T] float32 (float64 for float64 inputs), zero where

@@ -50,7 +50,7 @@ EVAL_KINDS = ("order", "direction", "count", "existence")
 DEFAULT_DATA = {
     "seed": 0,
     "n_pretrain": 3000,
-    "n_train": 300,
+    "n_train": 200,
     "n_test": 200,
     "n_prior_break": 100,
     "curriculum": 0.25,
@@ -70,7 +70,7 @@ class ModelSpec:
     num_heads: int = 4
     num_kv_heads: int = 2
     vision_depth: int = 2
-    vision_dim: int = 64
+    vision_dim: int = 32
     vision_heads: int = 4
     patch_size: int = 8
     merge_size: int = 4
@@ -129,8 +129,12 @@ def _tokenizer_corpus() -> list[str]:
         qas = clip_questions(scene, rng, cfg) + [qa for p in pairs for qa in (p.basic, p.hallucinated)]
         for qa in qas:
             q = question_from_turn(
-                {"question": qa.question, "answer": qa.answer, "answer_type": qa.answer_type,
-                 "options": list(qa.options) if qa.options else None},
+                {
+                    "question": qa.question,
+                    "answer": qa.answer,
+                    "answer_type": qa.answer_type,
+                    "options": list(qa.options) if qa.options else None,
+                },
                 "corpus",
             )
             lines += [question_prompt(q), reference_answer(q)]
@@ -185,7 +189,7 @@ def build_toy_model(out_dir: str | Path, spec: ModelSpec | None = None, *, seed:
     text = {
         "vocab_size": len(tok),
         "hidden_size": spec.hidden_size,
-        "intermediate_size": spec.hidden_size * 3,
+        "intermediate_size": spec.hidden_size * 2,
         "num_hidden_layers": spec.num_layers,
         "num_attention_heads": spec.num_heads,
         "num_key_value_heads": spec.num_kv_heads,
@@ -194,7 +198,11 @@ def build_toy_model(out_dir: str | Path, spec: ModelSpec | None = None, *, seed:
         "eos_token_id": tok.eos_token_id,
         "bos_token_id": None,
         "tie_word_embeddings": True,
-        "rope_parameters": {"rope_type": "default", "mrope_section": _mrope_section(head_dim), "rope_theta": 10000.0},
+        "rope_parameters": {
+            "rope_type": "default",
+            "mrope_section": _mrope_section(head_dim),
+            "rope_theta": 10000.0,
+        },
     }
     vision = {
         "depth": spec.vision_depth,
@@ -213,11 +221,16 @@ def build_toy_model(out_dir: str | Path, spec: ModelSpec | None = None, *, seed:
     model.generation_config.do_sample = False
     side = spec.frame_size
     pixels = {"min_pixels": side * side, "max_pixels": side * side}
-    common = dict(patch_size=spec.patch_size, temporal_patch_size=spec.temporal_patch_size, merge_size=spec.merge_size)
+    common = dict(
+        patch_size=spec.patch_size, temporal_patch_size=spec.temporal_patch_size, merge_size=spec.merge_size
+    )
     video_proc = tf.Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False, **pixels)
     image_proc = tf.Qwen2VLImageProcessor(**common, **pixels)
     proc = tf.Qwen2VLProcessor(
-        image_processor=image_proc, tokenizer=tok, video_processor=video_proc, chat_template=_qwen_template(FAMILY)
+        image_processor=image_proc,
+        tokenizer=tok,
+        video_processor=video_proc,
+        chat_template=_qwen_template(FAMILY),
     )
     model.save_pretrained(out)
     proc.save_pretrained(out)
@@ -276,14 +289,18 @@ def turn_example(clip: int, turn: dict[str, Any], where: str) -> Example:
 
     q = question_from_turn(turn, where)
     decisive = {"mcq": 1, "yesno": 0}.get(q.answer_type)
-    return Example(clip, question_prompt(q), reference_answer(q), str(turn.get("kind", q.answer_type)), where, decisive)
+    return Example(
+        clip, question_prompt(q), reference_answer(q), str(turn.get("kind", q.answer_type)), where, decisive
+    )
 
 
 def read_pretrain(data_dir: Path) -> list[dict[str, Any]]:
     """The records of `pretrain.jsonl` (RecordError on a malformed line)."""
     path = data_dir / "pretrain.jsonl"
     if not path.is_file():
-        raise RRPOError(f"{path}: not found; generate the toy world with `rrpo toy generate --out {data_dir}`")
+        raise RRPOError(
+            f"{path}: not found; generate the toy world with `rrpo toy generate --out {data_dir}`"
+        )
     records = []
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -309,7 +326,9 @@ def pretrain_examples(records: Sequence[dict[str, Any]]) -> list[Example]:
     return out
 
 
-def load_frames(data_dir: Path, videos: Sequence[str], spec: ModelSpec, *, progress: bool = False) -> np.ndarray:
+def load_frames(
+    data_dir: Path, videos: Sequence[str], spec: ModelSpec, *, progress: bool = False
+) -> np.ndarray:
     """Decode every video as the evaluation does (`read_frames` at the model's frame count and size):
     uint8 [N, T, H, W, 3]."""
     from tqdm import tqdm
@@ -361,7 +380,9 @@ class Encoder:
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 1, 4, 2, 3).float()
         video = vp.rescale_and_normalize(video, True, vp.rescale_factor, True, vp.image_mean, vp.image_std)
         patches, *_ = vp.patchify(
-            video, patch_size=self.spec.patch_size, merge_size=self.spec.merge_size,
+            video,
+            patch_size=self.spec.patch_size,
+            merge_size=self.spec.merge_size,
             temporal_patch_size=self.spec.temporal_patch_size,
         )
         return patches.reshape(-1, patches.shape[-1])
@@ -412,7 +433,10 @@ class Encoder:
         problems = []
         if ref["input_ids"][0].tolist() != mine["input_ids"][0, :n].tolist():
             problems.append("input_ids")
-        if "mm_token_type_ids" in ref and ref["mm_token_type_ids"][0].tolist() != mine["mm_token_type_ids"][0, :n].tolist():
+        if (
+            "mm_token_type_ids" in ref
+            and ref["mm_token_type_ids"][0].tolist() != mine["mm_token_type_ids"][0, :n].tolist()
+        ):
             problems.append("mm_token_type_ids")
         if ref["video_grid_thw"].tolist() != mine["video_grid_thw"].tolist():
             problems.append("video_grid_thw")
@@ -440,7 +464,9 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decisions(model, encoder: Encoder, examples: Sequence[Example], frames: np.ndarray, batch_size: int = 64) -> list[tuple[bool, str]]:
+def decisions(
+    model, encoder: Encoder, examples: Sequence[Example], frames: np.ndarray, batch_size: int = 64
+) -> list[tuple[bool, str]]:
     """(correct, predicted token) per example from one teacher-forced pass: the greedy choice at the
     answer's decisive token (the option letter after "(", or "Yes"/"No"). This is exactly the token
     greedy generation picks there once it has produced the same tokens before it."""
@@ -465,7 +491,7 @@ def eval_examples_from_benchmarks(data_dir: Path, video_index: dict[str, int]) -
 
     groups: dict[str, list[Example]] = {}
     bench = data_dir / "benchmarks"
-    for name, path in (("temporal", bench / "temporal"), ("prior_break", bench / "prior_break")):
+    for path in (bench / "temporal", bench / "prior_break"):
         for item in BENCHMARKS["mvbench"].load(path):
             letter = item.answer
             answer = f"({letter}) {item.options[ord(letter) - 65]}"
@@ -481,14 +507,20 @@ def eval_examples_from_benchmarks(data_dir: Path, video_index: dict[str, int]) -
     return groups
 
 
-def perturbed_frames(frames: np.ndarray, keys: Sequence[str], kind: str = "mask+local_shuffle", seed: int = 0, variant: int = 0) -> np.ndarray:
+def perturbed_frames(
+    frames: np.ndarray, keys: Sequence[str], kind: str = "mask+local_shuffle", seed: int = 0, variant: int = 0
+) -> np.ndarray:
     """Frames [N, T, H, W, 3] perturbed as the self-alignment pipeline does (`key` = record id)."""
     from rrpo.video.perturb import perturb_frames
 
-    return np.stack([perturb_frames(f, kind, seed=seed, key=k, variant=variant)[0] for f, k in zip(frames, keys)])
+    return np.stack(
+        [perturb_frames(f, kind, seed=seed, key=k, variant=variant)[0] for f, k in zip(frames, keys)]
+    )
 
 
-def quick_eval(model, encoder: Encoder, groups: dict[str, list[Example]], frames: np.ndarray, *, perturb: bool = True) -> dict[str, dict[str, float]]:
+def quick_eval(
+    model, encoder: Encoder, groups: dict[str, list[Example]], frames: np.ndarray, *, perturb: bool = True
+) -> dict[str, dict[str, float]]:
     """Accuracy (%) per group on clean frames and, with `perturb`, on perturbed ones (each
     example's clip perturbed with key = example id, as the pipeline keys by record id)."""
     result: dict[str, dict[str, float]] = {}
@@ -530,10 +562,12 @@ class TrainConfig:
 
 
 # The committed checkpoint's settings (`rrpo toy pretrain` defaults; see checkpoint/PROVENANCE.md).
-DEFAULT_TRAIN = TrainConfig(steps=2000, batch_size=32, lr=2e-3, warmup=100, eval_every=250, threads=2)
+DEFAULT_TRAIN = TrainConfig(steps=1200, batch_size=32, lr=2e-3, warmup=100, eval_every=300, threads=1)
 
 
-def example_order(examples: Sequence[Example], stages: Sequence[int], steps: int, batch_size: int, seed: int) -> Iterable[list[int]]:
+def example_order(
+    examples: Sequence[Example], stages: Sequence[int], steps: int, batch_size: int, seed: int
+) -> Iterable[list[int]]:
     """Batches of example indices: the first pass goes through curriculum stage 0 (single-object
     clips) before stage 1, shuffled within each stage; later passes are full shuffles."""
     rng = random.Random(seed)
@@ -562,7 +596,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     if cfg.schedule == "constant":
         return cfg.lr
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return cfg.lr * (
+        cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    )
 
 
 def train(
@@ -586,7 +622,8 @@ def train(
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98),
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
     )
     losses: list[float] = []
     evals: dict[int, Any] = {}
@@ -674,17 +711,21 @@ def pool_examples(data_dir: Path, video_index: dict[str, int]) -> list[Example]:
     out = []
     path = data_dir / "train.jsonl"
     with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+        for line in f:
             q = VideoQuestion.from_dict(json.loads(line))
             if q.answer_type not in ("mcq", "yesno"):
                 continue
             decisive = 1 if q.answer_type == "mcq" else 0
             kind = str(q.metadata.get("kind", q.answer_type))
-            out.append(Example(video_index[q.video], question_prompt(q), reference_answer(q), kind, q.id, decisive))
+            out.append(
+                Example(video_index[q.video], question_prompt(q), reference_answer(q), kind, q.id, decisive)
+            )
     return out
 
 
-def expected_pairs(model, encoder: Encoder, examples: Sequence[Example], frames: np.ndarray, variants: int = 2) -> dict[str, Any]:
+def expected_pairs(
+    model, encoder: Encoder, examples: Sequence[Example], frames: np.ndarray, variants: int = 2
+) -> dict[str, Any]:
     """How many pool questions the model gets wrong under at least one of `variants` perturbations
     (the pipeline makes a pair for exactly those, before judge / differ rejects), per kind."""
     wrong = np.zeros(len(examples), dtype=bool)
@@ -697,7 +738,11 @@ def expected_pairs(model, encoder: Encoder, examples: Sequence[Example], frames:
     for e, w in zip(examples, wrong):
         by_kind[e.kind][0] += int(w)
         by_kind[e.kind][1] += 1
-    return {"questions": len(examples), "pairs": int(wrong.sum()), "by_kind": {k: {"pairs": a, "questions": b} for k, (a, b) in by_kind.items()}}
+    return {
+        "questions": len(examples),
+        "pairs": int(wrong.sum()),
+        "by_kind": {k: {"pairs": a, "questions": b} for k, (a, b) in by_kind.items()},
+    }
 
 
 def run_pretrain(
@@ -753,7 +798,9 @@ def run_pretrain(
     groups = eval_examples_from_benchmarks(data_dir, video_index) if held else {}
     small = {k: v[:eval_limit] for k, v in groups.items()}
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {n_params} parameters; {len(examples)} examples from {len(records)} clips {kind_counts(examples)}")
+    log(
+        f"model: {n_params} parameters; {len(examples)} examples from {len(records)} clips {kind_counts(examples)}"
+    )
 
     def on_eval(step: int) -> dict:
         metrics = quick_eval(model, encoder, small, frames, perturb=False)
@@ -762,16 +809,34 @@ def run_pretrain(
             model.save_pretrained(out / f"step_{step}")
         return metrics
 
-    loss0 = initial_loss(model, encoder, [examples[i] for i in range(0, len(examples), max(1, len(examples) // 64))][:64], frames)
-    result = train(model, encoder, examples, frames, stages, cfg, on_eval=on_eval if groups else None, progress=progress)
+    loss0 = initial_loss(
+        model,
+        encoder,
+        [examples[i] for i in range(0, len(examples), max(1, len(examples) // 64))][:64],
+        frames,
+    )
+    result = train(
+        model, encoder, examples, frames, stages, cfg, on_eval=on_eval if groups else None, progress=progress
+    )
     model.save_pretrained(out)
     summary: dict[str, Any] = {
-        "data": {"dir": str(data_dir), "world": world, "pretrain_clips": len(records), "examples": len(examples),
-                 "examples_by_kind": kind_counts(examples)},
+        "data": {
+            "dir": str(data_dir),
+            "world": world,
+            "pretrain_clips": len(records),
+            "examples": len(examples),
+            "examples_by_kind": kind_counts(examples),
+        },
         "model": {"spec": asdict(spec), "parameters": n_params},
-        "train": {**asdict(cfg), "initial_loss": loss0, "final_loss": float(np.mean(result["losses"][-50:])),
-                  "steps_done": result["steps_done"], "seconds": result["seconds"],
-                  "examples_per_s": result["examples_per_s"], "threads": torch.get_num_threads()},
+        "train": {
+            **asdict(cfg),
+            "initial_loss": loss0,
+            "final_loss": float(np.mean(result["losses"][-50:])),
+            "steps_done": result["steps_done"],
+            "seconds": result["seconds"],
+            "examples_per_s": result["examples_per_s"],
+            "threads": torch.get_num_threads(),
+        },
         "evals": result["evals"],
     }
     if groups:
@@ -779,7 +844,9 @@ def run_pretrain(
         log(format_table(summary["heldout"]))
     if pool_videos:
         summary["pool"] = expected_pairs(model, encoder, pool_examples(data_dir, video_index), frames)
-        log(f"pool: {summary['pool']['pairs']} of {summary['pool']['questions']} questions wrong under a perturbation")
+        log(
+            f"pool: {summary['pool']['pairs']} of {summary['pool']['questions']} questions wrong under a perturbation"
+        )
     summary["losses"] = result["losses"]
     (out / "pretrain_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -19,9 +19,15 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         "Deterministic for a seed on one machine and thread count, unless --minutes stops it early.",
     )
     p.add_argument("--data", help="toy dataset directory (`rrpo toy generate`); default: generate one")
-    p.add_argument("--data-cache", default=None, help="where to generate the default dataset (default: a "
-                   "directory under the system temp dir, reused when it is complete)")
-    p.add_argument("--out", required=True, help="model directory to write (loadable by rrpo.models.load_model)")
+    p.add_argument(
+        "--data-cache",
+        default=None,
+        help="where to generate the default dataset (default: a "
+        "directory under the system temp dir, reused when it is complete)",
+    )
+    p.add_argument(
+        "--out", required=True, help="model directory to write (loadable by rrpo.models.load_model)"
+    )
     p.add_argument("--seed", type=int, default=0, help="model init and batch order seed (default 0)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the checkpoint's)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (wall clock)")
@@ -29,10 +35,18 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it; default 2)")
-    p.add_argument("--eval-every", type=int, default=None, help="quick held-out eval every N steps (0: never)")
-    p.add_argument("--save-every", type=int, default=0, help="also save the model to OUT/step_N every N steps "
-                   "(at eval steps)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (results depend on it; default 1)"
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=None, help="quick held-out eval every N steps (0: never)"
+    )
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=0,
+        help="also save the model to OUT/step_N every N steps (at eval steps)",
+    )
     p.add_argument("--n-pretrain", type=int, default=None, help="pretraining clips of the generated dataset")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     p.add_argument("--no-progress", action="store_true")
@@ -86,15 +100,22 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
     }
     cfg = replace(DEFAULT_TRAIN, **changes)
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
-    summary = run_pretrain(data, out, spec=ModelSpec(), cfg=cfg, save_every=args.save_every,
-                           progress=not args.no_progress)
+    summary = run_pretrain(
+        data, out, spec=ModelSpec(), cfg=cfg, save_every=args.save_every, progress=not args.no_progress
+    )
     summary["command"] = " ".join(["rrpo", *sys.argv[1:]]) if sys.argv else ""
     summary["wall_seconds"] = time.perf_counter() - t0
-    summary["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
-                          "torch": torch.__version__, "threads": torch.get_num_threads()}
+    summary["machine"] = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     (out / "pretrain_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"saved {out} in {summary['wall_seconds'] / 60:.1f} min "
-          f"({summary['train']['examples_per_s']:.1f} examples/s)")
+    print(
+        f"saved {out} in {summary['wall_seconds'] / 60:.1f} min "
+        f"({summary['train']['examples_per_s']:.1f} examples/s)"
+    )
     if "heldout" in summary:
         print(format_table(summary["heldout"]))
     return 0

@@ -1,0 +1,199 @@
+"""`rrpo toy pretrain`: example format, encoder vs processor, training reduces the loss, checkpoints load
+and generate, and the committed checkpoint answers in the evaluation's format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rrpo.errors import RecordError, RRPOError
+from rrpo.toy import pretrain as pt
+
+CHECKPOINT = Path(pt.__file__).resolve().parent / "checkpoint"
+TINY = pt.ModelSpec(
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=1,
+    vision_depth=1,
+    vision_dim=16,
+    vision_heads=2,
+    vocab_size=400,
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """A tiny toy world with videos: 12 pretraining clips (3 single-object first), a small pool and
+    held-out sets."""
+    from rrpo.toy.splits import generate_dataset
+
+    out = tmp_path_factory.mktemp("world")
+    generate_dataset(
+        out, seed=3, n_pretrain=12, n_train=2, n_test=6, n_prior_break=2, curriculum=0.25, progress=False
+    )
+    return out
+
+
+def naive_answer_loss(vlm, frames: np.ndarray, prompt: str, answer: str) -> float:
+    """Mean -log p(answer tokens + <|im_end|>) computed through the real processor, token by token."""
+    text = vlm.prompt_text(prompt)
+    inputs = vlm.processor(text=[text], videos=[frames], return_tensors="pt", do_sample_frames=False)
+    ans = vlm.tokenizer(answer + "<|im_end|>", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = torch.cat([inputs["input_ids"], ans], dim=1)
+    types = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ans)], dim=1)
+    with torch.no_grad():
+        logits = vlm.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=types,
+            pixel_values_videos=inputs["pixel_values_videos"],
+            video_grid_thw=inputs["video_grid_thw"],
+        ).logits[0]
+    p = inputs["input_ids"].shape[1]
+    total = 0.0
+    for k in range(ans.shape[1]):
+        total -= float(torch.log_softmax(logits[p + k - 1], -1)[ans[0, k]])
+    return total / ans.shape[1]
+
+
+def test_turn_example_uses_evaluation_format():
+    mcq = {
+        "kind": "direction",
+        "question": "In which direction does the red circle move?",
+        "answer": "up",
+        "answer_type": "mcq",
+        "options": ["left", "right", "up", "down"],
+    }
+    ex = pt.turn_example(0, mcq, "clip/turn1")
+    assert ex.answer == "(C) up" and ex.decisive == 1
+    assert ex.prompt.startswith("Question: In which direction does the red circle move?")
+    assert "(A) left" in ex.prompt and "(D) down" in ex.prompt
+    assert ex.prompt.endswith("Only give the best option.")
+    yn = pt.turn_example(
+        0,
+        {
+            "kind": "existence",
+            "question": "Is there a red square in the video?",
+            "answer": "no",
+            "answer_type": "yesno",
+        },
+        "clip/turn2",
+    )
+    assert yn.answer == "No" and yn.decisive == 0
+    assert yn.prompt == "Is there a red square in the video?\nAnswer the question using 'yes' or 'no'."
+    with pytest.raises(RecordError, match="clip/turn3"):
+        pt.turn_example(
+            0,
+            {"question": "Q?", "answer": "maybe", "answer_type": "mcq", "options": ["a", "b"]},
+            "clip/turn3",
+        )
+
+
+def test_read_pretrain_names_bad_line(tmp_path):
+    (tmp_path / "pretrain.jsonl").write_text('{"id": "a", "video": "v.mp4", "turns": []}\n')
+    with pytest.raises(RecordError, match="turns"):
+        pt.read_pretrain(tmp_path)
+    (tmp_path / "pretrain.jsonl").write_text("{broken\n")
+    with pytest.raises(RecordError, match="pretrain.jsonl:1"):
+        pt.read_pretrain(tmp_path)
+    with pytest.raises(RRPOError, match="not found"):
+        pt.read_pretrain(tmp_path / "missing")
+
+
+def test_example_order_curriculum_first_and_deterministic():
+    exs = [pt.Example(clip=c, prompt="p", answer="a", kind="k") for c in range(6) for _ in range(2)]
+    stages = [0, 0, 1, 1, 1, 1]
+    batches = list(pt.example_order(exs, stages, steps=6, batch_size=4, seed=1))
+    flat = [i for b in batches for i in b]
+    assert all(len(b) == 4 for b in batches)
+    # First pass: the 4 examples of the single-object clips, then the 8 others, each exactly once.
+    assert sorted(stages[exs[i].clip] for i in flat[:4]) == [0, 0, 0, 0]
+    assert sorted(flat[:12]) == list(range(12))
+    assert batches == list(pt.example_order(exs, stages, steps=6, batch_size=4, seed=1))
+    # A shorter run is a prefix of a longer one (the constant schedule relies on this).
+    assert list(pt.example_order(exs, stages, steps=3, batch_size=4, seed=1)) == batches[:3]
+
+
+def test_lr_schedule():
+    cfg = pt.TrainConfig(steps=100, lr=1e-3, warmup=10)
+    assert pt.lr_at(0, cfg) == pytest.approx(1e-4)
+    assert pt.lr_at(50, cfg) == pytest.approx(1e-3) == pt.lr_at(99, cfg)
+    cos = pt.TrainConfig(steps=100, lr=1e-3, warmup=10, schedule="cosine", min_lr_ratio=0.1)
+    assert pt.lr_at(10, cos) == pytest.approx(1e-3)
+    assert pt.lr_at(100, cos) == pytest.approx(1e-4)
+
+
+def test_pretrain_reduces_loss_saves_loadable_model(world, tmp_path):
+    from rrpo.models import load_model
+    from rrpo.video import read_frames
+
+    cfg = pt.TrainConfig(steps=12, batch_size=8, lr=3e-3, warmup=2, eval_every=0, seed=0, threads=1)
+    out = tmp_path / "model"
+    summary = pt.run_pretrain(world, out, spec=TINY, cfg=cfg, progress=False, log=lambda s: None)
+    assert summary["train"]["steps_done"] == 12
+    assert set(summary["heldout"]) >= {"order", "direction", "count", "prior_against", "control"}
+    assert 0 <= summary["pool"]["pairs"] <= summary["pool"]["questions"]
+
+    init = pt.build_toy_model(tmp_path / "init", TINY, seed=0)  # the same initial weights
+    before, after = load_model(init), load_model(out)
+    assert after.frame_size == (64, 64) and after.num_frames == 16
+    records = pt.read_pretrain(world)
+    checks = [(r["video"], t) for r in records[:4] for t in r["turns"][:3]]
+    losses = []
+    for vlm in (before, after):
+        total = 0.0
+        for video, turn in checks:
+            ex = pt.turn_example(0, turn, "t")
+            total += naive_answer_loss(
+                vlm, read_frames(world / video, 16, size=(64, 64)), ex.prompt, ex.answer
+            )
+        losses.append(total / len(checks))
+    assert losses[1] < losses[0] - 0.5, losses
+    # The loss run_pretrain reports at step 0 is the same quantity on its own sample.
+    assert summary["train"]["initial_loss"] == pytest.approx(losses[0], rel=0.2)
+
+    frames = read_frames(world / records[0]["video"], 16, size=(64, 64))
+    replies = after.generate(
+        [(frames, pt.turn_example(0, records[0]["turns"][1], "t").prompt)] * 2, max_new_tokens=6, batch_size=2
+    )
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+    assert replies[0] == replies[1]  # greedy
+
+
+def test_encoder_matches_processor_and_detects_mismatch(world, tmp_path):
+    from rrpo.models import load_model
+    from rrpo.video import read_frames
+
+    vlm = load_model(pt.build_toy_model(tmp_path / "m", TINY))
+    frames = read_frames(world / "videos/test_000000.mp4", 16, size=(64, 64))
+    pt.Encoder(vlm.processor, TINY).check_against_processor(frames, "Describe the video.")
+    wrong = pt.ModelSpec(**{**TINY.__dict__, "merge_size": 2})
+    with pytest.raises(RRPOError, match="disagrees"):
+        pt.Encoder(vlm.processor, wrong).check_against_processor(frames, "Describe the video.")
+
+
+def test_committed_checkpoint_answers_in_format(tmp_path):
+    from rrpo.eval.benchmarks import BENCHMARKS
+    from rrpo.eval.extract import mcq_letter, yes_no
+    from rrpo.models import load_model
+    from rrpo.toy.splits import generate_dataset
+    from rrpo.video import read_frames
+
+    assert (CHECKPOINT / "PROVENANCE.md").is_file(), "the committed checkpoint is missing"
+    meta = json.loads((CHECKPOINT / "rrpo_family.json").read_text())
+    vlm = load_model(CHECKPOINT, num_frames=meta["num_frames"])
+    data = tmp_path / "heldout"
+    generate_dataset(data, seed=11, n_pretrain=0, n_train=0, n_test=12, n_prior_break=2, progress=False)
+    items = BENCHMARKS["mvbench"].load(data / "benchmarks" / "temporal")[:20]
+    yn = BENCHMARKS["videohallucer"].load(data / "benchmarks" / "hallucination" / "object_existence")[:6]
+    batch = [(read_frames(data / i.video, vlm.num_frames, size=vlm.frame_size), i.prompt) for i in items + yn]
+    replies = vlm.generate(batch, max_new_tokens=8, batch_size=13)
+    letters = [mcq_letter(r, i.options) for r, i in zip(replies, items)]
+    assert all(letter in "ABCD"[: len(i.options)] for letter, i in zip(letters, items) if letter), replies
+    assert None not in letters, replies
+    assert all(yes_no(r) in ("yes", "no") for r in replies[len(items) :]), replies
