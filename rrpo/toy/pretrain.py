@@ -850,3 +850,45 @@ def run_pretrain(
     summary["losses"] = result["losses"]
     (out / "pretrain_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def benchmark_eval(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    perturb: str | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int = 8,
+) -> dict[str, dict[str, Any]]:
+    """Score a model on a toy dataset's held-out files with the evaluation code: greedy replies from
+    `vlm.generate`, scored by `BENCHMARKS["mvbench"]` (temporal/, prior_break/) and
+    `BENCHMARKS["videohallucer"]` (hallucination/). With `perturb` (e.g. "mask+local_shuffle") every
+    item's frames are perturbed with seed 0 and key = the item id first. Returns {set: score dict}."""
+    from rrpo.eval.benchmarks import BENCHMARKS
+    from rrpo.models import load_model
+    from rrpo.video import read_frames
+    from rrpo.video.perturb import perturb_frames
+
+    data_dir = Path(data_dir)
+    vlm = load_model(model_dir)
+    sets = {
+        "temporal": ("mvbench", data_dir / "benchmarks" / "temporal"),
+        "prior_break": ("mvbench", data_dir / "benchmarks" / "prior_break"),
+        "hallucination": ("videohallucer", data_dir / "benchmarks" / "hallucination"),
+    }
+    cache: dict[str, np.ndarray] = {}
+    results = {}
+    for name, (bench_name, path) in sets.items():
+        bench = BENCHMARKS[bench_name]
+        items = bench.load(path)
+        inputs = []
+        for item in items:
+            if item.video not in cache:
+                cache[item.video] = read_frames(data_dir / item.video, vlm.num_frames, size=vlm.frame_size)
+            frames = cache[item.video]
+            if perturb:
+                frames = perturb_frames(frames, perturb, seed=0, key=item.id)[0]
+            inputs.append((frames, item.prompt))
+        replies = vlm.generate(inputs, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        results[name] = bench.score(items, {i.id: r for i, r in zip(items, replies)})
+    return results
