@@ -123,7 +123,11 @@ def build_model(args) -> tuple[Any, Any]:
     )
     dtype = getattr(torch, args.dtype)
     vlm = load_model(
-        out, dtype=dtype, num_frames=args.frames, frame_size=(args.height, args.width), attn_implementation="sdpa"
+        out,
+        dtype=dtype,
+        num_frames=args.frames,
+        frame_size=(args.height, args.width),
+        attn_implementation="sdpa",
     )
     if args.preset == "7b":
         vlm.model = _build_7b(vlm, dtype, args.device)
@@ -149,7 +153,9 @@ def _build_7b(vlm, dtype: torch.dtype, device: str):
     cfg = tf.Qwen2_5_VLConfig(text_config=text, vision_config=dict(QWEN25_VL_7B_VISION), **ids)
     torch.manual_seed(0)
     with torch.device(device):
-        model = tf.Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+        model = tf.Qwen2_5_VLForConditionalGeneration._from_config(
+            cfg, dtype=dtype, attn_implementation="sdpa"
+        )
     return model.eval()
 
 
@@ -260,9 +266,18 @@ def make_optimizer(model, args) -> torch.optim.Optimizer:
 
 def _loss(pc, pr, rc, rr, c_spans, r_spans, c_kl, c_mask, r_mask, args) -> torch.Tensor:
     losses, _, _ = rrpo_loss(
-        pc, pr, rc, rr, c_spans, r_spans, c_kl,
-        beta=args.beta, alpha=args.alpha, chosen_mask=c_mask, rejected_mask=r_mask,
-    )  # fmt: skip
+        pc,
+        pr,
+        rc,
+        rr,
+        c_spans,
+        r_spans,
+        c_kl,
+        beta=args.beta,
+        alpha=args.alpha,
+        chosen_mask=c_mask,
+        rejected_mask=r_mask,
+    )
     return losses.mean()
 
 
@@ -366,8 +381,6 @@ def prepare_mode(mode: str, setup: Setup, args) -> tuple[Callable[[Timer], float
         info["reference_copy_mb"] = round(
             sum(p.numel() * p.element_size() for p in ref_copy.parameters()) / 2**20, 1
         )
-    c_labels, r_labels = batch["chosen_labels"], batch["rejected_labels"]
-    c_mask, r_mask = c_labels != IGNORE_INDEX, r_labels != IGNORE_INDEX
     prefix = batch["prefix_lengths"]
     pad_id = vlm.tokenizer.pad_token_id or 0
 
@@ -395,10 +408,17 @@ def prepare_mode(mode: str, setup: Setup, args) -> tuple[Callable[[Timer], float
             out = module(**batch)
             timer.mark("pair_forward (policy+reference+fused logps/KL)")
             loss = _loss(
-                out["policy_chosen_logps"], out["policy_rejected_logps"], out["ref_chosen_logps"],
-                out["ref_rejected_logps"], out["chosen_span_ids"], out["rejected_span_ids"],
-                out["chosen_kl"], out["chosen_mask"], out["rejected_mask"], args,
-            )  # fmt: skip
+                out["policy_chosen_logps"],
+                out["policy_rejected_logps"],
+                out["ref_chosen_logps"],
+                out["ref_rejected_logps"],
+                out["chosen_span_ids"],
+                out["rejected_span_ids"],
+                out["chosen_kl"],
+                out["chosen_mask"],
+                out["rejected_mask"],
+                args,
+            )
             timer.mark("loss")
             return finish(loss, timer)
 
@@ -479,14 +499,25 @@ def causal_only_loss(setup: Setup, args) -> float:
     model = add_lora(setup.vlm, args)
     setup.vlm.model = model
     with torch.no_grad():
-        out = pair_forward(setup.vlm, model, setup.batch, reference=True, chunk_size=args.chunk_size,
-                           causal_mask_only=True)  # fmt: skip
+        out = pair_forward(
+            setup.vlm, model, setup.batch, reference=True, chunk_size=args.chunk_size, causal_mask_only=True
+        )
     b = setup.batch
     c_mask, r_mask = b["chosen_labels"] != IGNORE_INDEX, b["rejected_labels"] != IGNORE_INDEX
     return float(
-        _loss(out.policy_chosen_logps, out.policy_rejected_logps, out.ref_chosen_logps, out.ref_rejected_logps,
-              out.chosen_span_ids, out.rejected_span_ids, out.chosen_kl, c_mask, r_mask, args)
-    )  # fmt: skip
+        _loss(
+            out.policy_chosen_logps,
+            out.policy_rejected_logps,
+            out.ref_chosen_logps,
+            out.ref_rejected_logps,
+            out.chosen_span_ids,
+            out.rejected_span_ids,
+            out.chosen_kl,
+            c_mask,
+            r_mask,
+            args,
+        )
+    )
 
 
 def lora_grads(model) -> dict[str, torch.Tensor]:

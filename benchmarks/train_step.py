@@ -50,14 +50,26 @@ ALL_MODES = ("ours", "paper_style", "trl_style", "paper_code")
 PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
 GOALS = {"speedup_vs_paper": 2.5, "memory_vs_paper": 0.4, "speedup_vs_trl": 1.5}
 # `--check`: small enough to run in seconds, float32.
-CHECK = {"hidden": 64, "layers": 2, "frames": 4, "height": 56, "width": 84, "response_tokens": 12, "vocab": 1024}
+CHECK = {
+    "hidden": 64,
+    "layers": 2,
+    "frames": 4,
+    "height": 56,
+    "width": 84,
+    "response_tokens": 12,
+    "vocab": 1024,
+}
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="float32 (bf16 for --preset 7b)")
-    p.add_argument("--family", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl"], help="tiny model family")
+    p.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16"], help="float32 (bf16 for --preset 7b)"
+    )
+    p.add_argument(
+        "--family", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl"], help="tiny model family"
+    )
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--height", type=int, default=336, help="frame height (multiple of 28)")
     p.add_argument("--width", type=int, default=308, help="frame width (multiple of 28)")
@@ -65,29 +77,41 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vocab", type=int, default=32768, help="vocabulary after resize_token_embeddings")
     p.add_argument("--hidden", type=int, default=256, help="tiny text model width")
     p.add_argument("--layers", type=int, default=4, help="tiny text model layers")
-    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (8 tiny, 128 for --preset 7b); alpha = 2r")
+    p.add_argument(
+        "--lora-r", type=int, default=None, help="LoRA rank (8 tiny, 128 for --preset 7b); alpha = 2r"
+    )
     p.add_argument("--lora-b-std", type=float, default=0.01, help="std of the seeded noise put into lora_B")
     p.add_argument("--lr", type=float, default=5e-6)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--alpha", type=float, default=0.01, help="RRPO token-wise KL weight")
-    p.add_argument("--chunk-size", type=int, default=None, help="fused log-prob chunk (default: TrainConfig's)")
+    p.add_argument(
+        "--chunk-size", type=int, default=None, help="fused log-prob chunk (default: TrainConfig's)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed steps per worker, after one warm-up step")
-    p.add_argument("--rounds", type=int, default=1, help="fresh workers per mode, interleaved (noisy machines)")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="fresh workers per mode, interleaved (noisy machines)"
+    )
     p.add_argument("--modes", default=DEFAULT_MODES, help=f"comma list of {', '.join(ALL_MODES)}")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", choices=["7b"], default=None, help="Qwen2.5-VL-7B shapes (random weights, CUDA)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
+    p.add_argument(
+        "--preset", choices=["7b"], default=None, help="Qwen2.5-VL-7B shapes (random weights, CUDA)"
+    )
+    p.add_argument(
+        "--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)"
+    )
     p.add_argument("--profile", action="store_true", help="workers print a torch.profiler table to stderr")
     p.add_argument("--check", action="store_true", help="self-test: all modes agree (loss, LoRA grads)")
     p.add_argument("--worker", choices=ALL_MODES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.check and args.preset:
+        p.error("--check runs its own small float32 config; it does not combine with --preset")
     if args.check:
         for key, value in CHECK.items():
             setattr(args, key, value)
         args.dtype = args.dtype or "float32"
     if args.preset == "7b":
-        if args.device != "cuda" and not args.check:
+        if args.device != "cuda":
             p.error("--preset 7b builds an 8B-parameter model: only meaningful with --device cuda")
         args.dtype = args.dtype or "bfloat16"
     args.dtype = args.dtype or "float32"
@@ -259,8 +283,11 @@ def _check(args) -> dict:
         )
     control = modes.causal_only_loss(modes.build_setup(args), args)
     report["negative_control"] = {"causal_mask_only_loss": control, "dloss": abs(control - ref_first)}
-    print(f"negative control (rejected sees chosen): loss {control:.7f}, |dloss| {abs(control - ref_first):.2e}"
-          " (must exceed 1e-4)", file=sys.stderr)  # fmt: skip
+    print(
+        f"negative control (rejected sees chosen): loss {control:.7f}, |dloss| {abs(control - ref_first):.2e}"
+        " (must exceed 1e-4)",
+        file=sys.stderr,
+    )
     if abs(control - ref_first) <= 1e-4:
         report["passed"] = False
     if abs(ref_first - ref_second) < 1e-6:
@@ -327,7 +354,10 @@ def _peak_tflops(args, device_name: str) -> float | None:
 def _device_name(args) -> str:
     if args.device == "cuda":
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=False
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "cuda"
     cpu = "cpu"
@@ -357,6 +387,7 @@ def _summarise(args, samples: dict[str, list[dict]]) -> dict:
         seconds = statistics.median(times)
         entry = {
             "seconds": round(seconds, 4),
+            "seconds_min": round(min(times), 4),
             "peak_mb": round(statistics.median(r["peak_mb"] for r in runs), 1),
             "seconds_all": times,
             "peak_mb_all": [r["peak_mb"] for r in runs],
@@ -422,7 +453,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.mode_list:
             samples[mode].append(_run_worker(args, mode))
             run = samples[mode][-1]
-            print(f"{mode:12s} {run['seconds']:.3f} s  peak +{run['peak_mb']:.0f} MB  {run['parts']}", file=sys.stderr)
+            print(
+                f"{mode:12s} {run['seconds']:.3f} s  peak +{run['peak_mb']:.0f} MB  {run['parts']}",
+                file=sys.stderr,
+            )
     if args.chunk_size is None:  # resolved inside the workers; the same default here for the report
         sys.path.insert(0, ROOT)
         from rrpo.train.config import TrainConfig

@@ -167,3 +167,56 @@ def test_eval_data_parallel_two_processes(setup, tmp_path) -> None:
     assert sorted(ranks) == [1, 2]
     assert sorted(p["id"] for p in _preds(out)) == [f"order/{i}" for i in range(3)]
     assert json.loads((out / "results.json").read_text())["counts"]["questions"] == 3
+
+
+def _annotations(name: str, root: Path) -> Path:
+    """A minimal annotation set in each benchmark's official layout."""
+    ann = root / f"ann_{name}"
+    ann.mkdir()
+    mc = {"question": "Which colour?", "candidates": ["red", "blue", "green"], "answer": "blue"}
+    if name == "videohallucer":
+        (ann / "temporal").mkdir()
+        (ann / "temporal" / "temporal.json").write_text(json.dumps([{
+            "basic": {"video": "a.mp4", "question": "Is it red?", "answer": "yes"},
+            "hallucination": {"video": "a.mp4", "question": "Is it blue?", "answer": "no"}, "type": "temporal"}]))
+    elif name in ("tvbench", "mvbench"):
+        (ann / "action_sequence.json").write_text(json.dumps([{**mc, "video": "a.mp4"},
+                                                              {**mc, "video": "b.mp4", "start": 0.1, "end": 0.9}]))
+    elif name == "mlvu":
+        (ann / "4_count.json").write_text(json.dumps([{**mc, "video": "a.mp4", "duration": 1.5, "question_type": "count"}]))
+    elif name == "videomme":
+        (ann / "videomme.json").write_text(json.dumps([{
+            "video_id": "001", "videoID": "a", "duration": "short", "domain": "Knowledge", "task_type": "Counting",
+            "question_id": "001-1", "question": "How many?", "options": ["A. one", "B. two", "C. three", "D. four"],
+            "answer": "B"}]))
+    elif name == "tempcompass":
+        (ann / "questions").mkdir()
+        (ann / "questions" / "multi-choice.json").write_text(json.dumps(
+            {"a": {"speed": [{"question": "How fast?\nA. slow\nB. fast", "answer": "B. fast"}]}}))
+        (ann / "questions" / "yes_no.json").write_text(json.dumps(
+            {"a": {"speed": [{"question": "Is it slow?", "answer": "no"}]}}))
+    elif name == "longvideobench":
+        (ann / "lvb_val.json").write_text(json.dumps([{
+            "id": "q1", "video_path": "a.mp4", "question": "Which?", "candidates": ["p", "q", "r", "s", "t"],
+            "correct_choice": 3, "duration_group": 15}]))
+    return ann
+
+
+@pytest.mark.parametrize("name", ["videohallucer", "tvbench", "mvbench", "mlvu", "videomme", "tempcompass",
+                                  "longvideobench"])
+def test_eval_every_benchmark_layout(setup, tmp_path, name) -> None:
+    from rrpo.eval.benchmarks import BENCHMARKS
+
+    ann = _annotations(name, tmp_path)
+    items = BENCHMARKS[name].load(ann)
+    videos = tmp_path / "videos"
+    rng = np.random.default_rng(2)
+    for video in {it.video for it in items}:
+        write_video(videos / video, rng.integers(0, 255, (8, 56, 56, 3), dtype=np.uint8), fps=8)
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(setup["model"]), "--benchmark", name, "--annotations", str(ann),
+                 "--video-root", str(videos), "--frames", "4", "--max-new-tokens", "3", "--out", str(out)]) == 0
+    assert sorted(p["id"] for p in _preds(out)) == sorted(it.id for it in items)
+    results = json.loads((out / "results.json").read_text())
+    assert results["excluded_videos_count"] == 0 and results["meta"]["benchmark"] == name
+    assert results["headline"] in results["metrics"]

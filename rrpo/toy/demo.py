@@ -114,7 +114,9 @@ def _world_params(meta: dict[str, Any], cfg: DemoConfig) -> dict[str, Any]:
     params = dict(world.get("params", {}))
     config = world.get("config")
     args: dict[str, Any] = {
-        "seed": cfg.world_seed if cfg.world_seed is not None else int(world.get("seed", params.get("seed", 0))),
+        "seed": cfg.world_seed
+        if cfg.world_seed is not None
+        else int(world.get("seed", params.get("seed", 0))),
         "n_pretrain": 0,
         "n_train": cfg.n_train,
         "n_test": cfg.n_test,
@@ -149,7 +151,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     meta = _checkpoint_meta(cfg.checkpoint)
-    results: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
+    results: dict[str, Any] = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    }
 
     with stage("toy world: held-out benchmarks and the self-alignment pool"):
         world_dir = out / "world"
@@ -161,17 +165,32 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     with stage("self-alignment data: the base model's mistakes on perturbed clips"):
         pool = [q for q in load_questions(world_dir / "train.jsonl") if q.answer_type in ("mcq", "yesno")]
-        gen_cfg = GenerateConfig(frames=frames, frame_size=frame_size, num_perturbations=cfg.num_perturbations,
-                                 batch_size=32, max_new_tokens=8, judge="rule")
+        gen_cfg = GenerateConfig(
+            frames=frames,
+            frame_size=frame_size,
+            num_perturbations=cfg.num_perturbations,
+            batch_size=32,
+            max_new_tokens=8,
+            judge="rule",
+        )
         pairs_path = out / "data" / "pairs.jsonl"
-        summary = generate_pairs(pool, world_dir, pairs_path,
-                                 lambda items: base.generate(items, max_new_tokens=8, batch_size=32), gen_cfg,
-                                 progress=True)
+        summary = generate_pairs(
+            pool,
+            world_dir,
+            pairs_path,
+            lambda items: base.generate(items, max_new_tokens=8, batch_size=32),
+            gen_cfg,
+            progress=True,
+        )
         results["data_generation"] = {k: v for k, v in summary.items() if k not in ("files", "llm_failures")}
-        print(f"pool {len(pool)} questions -> {summary['pairs_made']} pairs "
-              f"({summary['correct_on_every_perturbation']} always right, {summary['rejects']} rejected)")
+        print(
+            f"pool {len(pool)} questions -> {summary['pairs_made']} pairs "
+            f"({summary['correct_on_every_perturbation']} always right, {summary['rejects']} rejected)"
+        )
         if summary["pairs_made"] < 2:
-            raise RRPOError(f"only {summary['pairs_made']} pairs: the base model makes too few mistakes to align")
+            raise RRPOError(
+                f"only {summary['pairs_made']} pairs: the base model makes too few mistakes to align"
+            )
 
     evaluations: dict[str, dict[str, Any]] = {}
     with stage("evaluation of the base model"):
@@ -185,11 +204,24 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             run_dir = out / "runs" / method / f"seed{seed}"
             with stage(f"train {run}"):
                 tcfg = TrainConfig(
-                    model=str(cfg.checkpoint), data=str(pairs_path), video_root=str(world_dir), output_dir=str(run_dir),
-                    learning_rate=cfg.learning_rate, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                    beta=cfg.beta, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-                    gradient_accumulation_steps=cfg.grad_accum, frames=frames, frame_size=list(frame_size),
-                    seed=seed, save_steps=10**9, save_total_limit=None, warmup_ratio=0.03,
+                    model=str(cfg.checkpoint),
+                    data=str(pairs_path),
+                    video_root=str(world_dir),
+                    output_dir=str(run_dir),
+                    learning_rate=cfg.learning_rate,
+                    lora_r=cfg.lora_r,
+                    lora_alpha=cfg.lora_alpha,
+                    lora_dropout=0.0,
+                    beta=cfg.beta,
+                    num_train_epochs=cfg.epochs,
+                    per_device_train_batch_size=cfg.batch_size,
+                    gradient_accumulation_steps=cfg.grad_accum,
+                    frames=frames,
+                    frame_size=list(frame_size),
+                    seed=seed,
+                    save_steps=10**9,
+                    save_total_limit=None,
+                    warmup_ratio=0.03,
                     **METHODS[method],
                 )
                 train(tcfg)
@@ -197,12 +229,22 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             with stage(f"evaluate {run}"):
                 aligned = load_model(cfg.checkpoint, adapter_dir=run_dir)
                 evaluations.setdefault(method, {})[f"seed{seed}"] = _evaluate(
-                    run_eval, aligned, cfg, world_dir, out / "eval" / method / f"seed{seed}", frames)
-                dev = model_deviation(cfg.checkpoint, run_dir, world_dir / "benchmarks" / "open" / "open.jsonl",
-                                      world_dir, out / "deviation" / method / f"seed{seed}", limit=cfg.deviation_limit,
-                                      vlm=aligned, progress=False)
+                    run_eval, aligned, cfg, world_dir, out / "eval" / method / f"seed{seed}", frames
+                )
+                dev = model_deviation(
+                    cfg.checkpoint,
+                    run_dir,
+                    world_dir / "benchmarks" / "open" / "open.jsonl",
+                    world_dir,
+                    out / "deviation" / method / f"seed{seed}",
+                    limit=cfg.deviation_limit,
+                    vlm=aligned,
+                    progress=False,
+                )
                 deviation.setdefault(method, {})[f"seed{seed}"] = {
-                    k: dev[k] for k in ("mean_token_kl", "mean_example_kl", "median_example_kl", "examples", "tokens")}
+                    k: dev[k]
+                    for k in ("mean_token_kl", "mean_example_kl", "median_example_kl", "examples", "tokens")
+                }
 
     results["evaluations"] = evaluations
     results["training"] = training
@@ -221,8 +263,19 @@ def _evaluate(run_eval, vlm, cfg: DemoConfig, world_dir: Path, out_dir: Path, fr
     """The headline metrics of each held-out benchmark, read back from the results.json each eval wrote."""
     scores: dict[str, Any] = {}
     for name, (loader, sub) in BENCHMARKS.items():
-        run_eval(str(cfg.checkpoint), loader, world_dir / "benchmarks" / sub, world_dir, out_dir / name, frames=frames,
-                 batch_size=32, max_new_tokens=8, limit=cfg.eval_limit, vlm=vlm, progress=False)
+        run_eval(
+            str(cfg.checkpoint),
+            loader,
+            world_dir / "benchmarks" / sub,
+            world_dir,
+            out_dir / name,
+            frames=frames,
+            batch_size=32,
+            max_new_tokens=8,
+            limit=cfg.eval_limit,
+            vlm=vlm,
+            progress=False,
+        )
         written = json.loads((out_dir / name / "results.json").read_text())
         scores[name] = {k: v for k, v in written["metrics"].items() if isinstance(v, int | float)}
     return scores
@@ -232,8 +285,11 @@ def _training_curve(run_dir: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r and "rewards/margins" in r]
     keys = ("loss", "rewards/margins", "rewards/accuracies", "kl/chosen")
-    return {"steps": [r["step"] for r in steps], **{k: [r[k] for r in steps] for k in keys},
-            "final": {k: steps[-1][k] for k in keys} if steps else {}}
+    return {
+        "steps": [r["step"] for r in steps],
+        **{k: [r[k] for r in steps] for k in keys},
+        "final": {k: steps[-1][k] for k in keys} if steps else {},
+    }
 
 
 # Metrics shown in the report's main table: (benchmark, metric key, label).
@@ -252,7 +308,11 @@ HEADLINE = [
 
 def _stats(values: list[float]) -> dict[str, Any]:
     arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0, "values": arr.tolist()}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        "values": arr.tolist(),
+    }
 
 
 def _table(evaluations: dict, deviation: dict, methods: list[str]) -> dict[str, Any]:
@@ -271,14 +331,31 @@ def _claims(table: dict[str, Any], methods: list[str]) -> list[dict[str, Any]]:
     claims = []
     for key, label in (("temporal/accuracy", "temporal"), ("hallucination/overall", "hallucination")):
         base, rrpo, dpo = (table[key][m]["mean"] for m in ("base", "rrpo", "dpo"))
-        claims.append({"claim": f"RRPO improves the held-out {label} score over the base model",
-                       "holds": bool(rrpo > base), "base": base, "rrpo": rrpo})
-        claims.append({"claim": f"RRPO improves {label} at least as much as DPO",
-                       "holds": bool(rrpo >= dpo), "rrpo": rrpo, "dpo": dpo})
+        claims.append(
+            {
+                "claim": f"RRPO improves the held-out {label} score over the base model",
+                "holds": bool(rrpo > base),
+                "base": base,
+                "rrpo": rrpo,
+            }
+        )
+        claims.append(
+            {
+                "claim": f"RRPO improves {label} at least as much as DPO",
+                "holds": bool(rrpo >= dpo),
+                "rrpo": rrpo,
+                "dpo": dpo,
+            }
+        )
     kl = table["kl_from_base"]
-    claims.append({"claim": "RRPO stays closer to the base model than DPO (smaller KL)",
-                   "holds": bool(kl["rrpo"]["mean"] < kl["dpo"]["mean"]),
-                   "rrpo": kl["rrpo"]["mean"], "dpo": kl["dpo"]["mean"]})
+    claims.append(
+        {
+            "claim": "RRPO stays closer to the base model than DPO (smaller KL)",
+            "holds": bool(kl["rrpo"]["mean"] < kl["dpo"]["mean"]),
+            "rrpo": kl["rrpo"]["mean"],
+            "dpo": kl["dpo"]["mean"],
+        }
+    )
     return claims
 
 
@@ -322,13 +399,22 @@ def render_report(results: dict[str, Any]) -> str:
         lines.append(f"| {label} | {_fmt(row['base'])} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
     kl = results["table"]["kl_from_base"]
     lines.append("| KL from base (per token) | 0 | " + " | ".join(_fmt(kl[m], 4) for m in methods) + " |")
-    lines += ["", "![scores](scores.png) ![kl](kl.png) ![training](training.png)", "", "## The paper's claims, here", ""]
+    lines += [
+        "",
+        "![scores](scores.png) ![kl](kl.png) ![training](training.png)",
+        "",
+        "## The paper's claims, here",
+        "",
+    ]
     for c in results["claims"]:
         nums = ", ".join(f"{k} {v:.4g}" for k, v in c.items() if isinstance(v, float))
         lines.append(f"- {'✅ holds' if c['holds'] else '❌ does not hold'}: {c['claim']} ({nums})")
     if not all(c["holds"] for c in results["claims"]):
-        lines += ["", "Claims marked ❌ are not reproduced by this toy at these settings; the numbers above are "
-                  "reported as measured."]
+        lines += [
+            "",
+            "Claims marked ❌ are not reproduced by this toy at these settings; the numbers above are "
+            "reported as measured.",
+        ]
     lines += ["", "## Time", ""] + [f"- {k}: {v:.0f} s" for k, v in results["timings_s"].items()]
     return "\n".join(lines) + "\n"
 
@@ -341,8 +427,12 @@ def _plots(results: dict[str, Any], out: Path) -> None:
 
     methods = list(results["table"]["kl_from_base"])
     columns = ["base"] + methods
-    keys = [("temporal/accuracy", "temporal"), ("hallucination/overall", "hallucination"),
-            ("prior_break/task/prior_against", "prior-break"), ("prior_break/task/control", "control")]
+    keys = [
+        ("temporal/accuracy", "temporal"),
+        ("hallucination/overall", "hallucination"),
+        ("prior_break/task/prior_against", "prior-break"),
+        ("prior_break/task/control", "control"),
+    ]
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=120)
     width = 0.8 / len(columns)
     for i, col in enumerate(columns):
@@ -358,8 +448,13 @@ def _plots(results: dict[str, Any], out: Path) -> None:
 
     kl = results["table"]["kl_from_base"]
     fig, ax = plt.subplots(figsize=(4, 3), dpi=120)
-    ax.bar(methods, [kl[m]["mean"] for m in methods], yerr=[kl[m]["std"] for m in methods], capsize=3,
-           color=["#DD8452", "#4C72B0", "#55A868", "#C44E52"][: len(methods)])
+    ax.bar(
+        methods,
+        [kl[m]["mean"] for m in methods],
+        yerr=[kl[m]["std"] for m in methods],
+        capsize=3,
+        color=["#DD8452", "#4C72B0", "#55A868", "#C44E52"][: len(methods)],
+    )
     ax.set_ylabel("mean per-token KL(base || aligned)")
     fig.tight_layout()
     fig.savefig(out / "kl.png")

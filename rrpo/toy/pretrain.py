@@ -559,33 +559,65 @@ class TrainConfig:
     eval_every: int = 500
     threads: int | None = None
     kinds: tuple[str, ...] = ()  # train only these turn kinds (empty: all)
+    focus_kinds: tuple[str, ...] = ("caption", "describe")
+    focus_steps: int = 0  # first steps on focus_kinds only (see `example_order`)
 
 
 # The committed checkpoint's settings (`rrpo toy pretrain` defaults; see checkpoint/PROVENANCE.md).
-DEFAULT_TRAIN = TrainConfig(steps=1200, batch_size=32, lr=2e-3, warmup=100, eval_every=300, threads=1)
+DEFAULT_TRAIN = TrainConfig(
+    steps=1000,
+    batch_size=32,
+    lr=1e-3,
+    warmup=50,
+    weight_decay=0.0,
+    eval_every=200,
+    threads=1,
+    focus_steps=250,
+)
+
+
+def _passes(
+    indices: list[int], stages: Sequence[int], clip_of: Sequence[int], rng: random.Random
+) -> Iterable[int]:
+    """Endless stream of `indices`: the first pass in curriculum order (stage 0, single-object
+    clips, first; shuffled within each stage), later passes fully shuffled."""
+    for stage in sorted({stages[clip_of[i]] for i in indices}):
+        part = [i for i in indices if stages[clip_of[i]] == stage]
+        rng.shuffle(part)
+        yield from part
+    while True:
+        part = list(indices)
+        rng.shuffle(part)
+        yield from part
 
 
 def example_order(
-    examples: Sequence[Example], stages: Sequence[int], steps: int, batch_size: int, seed: int
+    examples: Sequence[Example],
+    stages: Sequence[int],
+    steps: int,
+    batch_size: int,
+    seed: int,
+    *,
+    focus_kinds: Sequence[str] = (),
+    focus_steps: int = 0,
 ) -> Iterable[list[int]]:
-    """Batches of example indices: the first pass goes through curriculum stage 0 (single-object
-    clips) before stage 1, shuffled within each stage; later passes are full shuffles."""
+    """Batches of example indices. The first `focus_steps` batches hold only examples of
+    `focus_kinds` (the caption / describe turns: text the language prior cannot produce, so the model
+    must read the video); then all examples. Each phase goes through curriculum stage 0 before
+    stage 1 on its first pass, later passes are full shuffles. Deterministic for a seed, and a
+    shorter run is a prefix of a longer one."""
     rng = random.Random(seed)
-    order: list[int] = []
-    first = True
-    while len(order) < steps * batch_size:
-        if first:
-            for stage in sorted(set(stages)):
-                part = [i for i, ex in enumerate(examples) if stages[ex.clip] == stage]
-                rng.shuffle(part)
-                order += part
-            first = False
-        else:
-            part = list(range(len(examples)))
-            rng.shuffle(part)
-            order += part
-    for s in range(steps):
-        yield order[s * batch_size : (s + 1) * batch_size]
+    clip_of = [ex.clip for ex in examples]
+    focus = [i for i, ex in enumerate(examples) if ex.kind in set(focus_kinds)]
+    if focus_steps and not focus:
+        raise RRPOError(f"no examples of the focus kinds {list(focus_kinds)}")
+    phases = [(_passes(focus, stages, clip_of, rng), min(focus_steps, steps))] if focus_steps else []
+    phases.append(
+        (_passes(list(range(len(examples))), stages, clip_of, rng), steps - min(focus_steps, steps))
+    )
+    for stream, n in phases:
+        for _ in range(n):
+            yield [next(stream) for _ in range(batch_size)]
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -630,7 +662,17 @@ def train(
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, desc="pretrain", unit="step", disable=not progress)
     step = 0
-    for step, idx in enumerate(example_order(examples, stages, cfg.steps, cfg.batch_size, cfg.seed)):
+    for step, idx in enumerate(
+        example_order(
+            examples,
+            stages,
+            cfg.steps,
+            cfg.batch_size,
+            cfg.seed,
+            focus_kinds=cfg.focus_kinds,
+            focus_steps=cfg.focus_steps,
+        )
+    ):
         if cfg.minutes is not None and time.perf_counter() - t0 > 60 * cfg.minutes:
             break
         for g in opt.param_groups:
@@ -892,3 +934,44 @@ def benchmark_eval(
         replies = vlm.generate(inputs, max_new_tokens=max_new_tokens, batch_size=batch_size)
         results[name] = bench.score(items, {i.id: r for i, r in zip(items, replies)})
     return results
+
+
+def write_provenance(out_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """Write `out_dir/PROVENANCE.md`: the command, seeds, dataset parameters, model, optimisation,
+    wall time, machine and the final quick-eval metrics of a `run_pretrain` summary."""
+    out = Path(out_dir) / "PROVENANCE.md"
+    tr, data, world = summary["train"], summary["data"], summary["data"]["world"]
+    lines = [
+        "# Toy base model: provenance",
+        "",
+        f"Command: `{summary.get('command', '?')}`",
+        "",
+        f"- dataset: seed {world['seed']}, splits {world['splits']}, curriculum {world.get('curriculum')}, "
+        f"held-out prior strength {world.get('heldout_prior_strength')}, world config `{json.dumps(world['config'])}`",
+        f"- examples: {data['examples']} single-turn examples from {data['pretrain_clips']} clips "
+        f"{data['examples_by_kind']}",
+        f"- model: tiny Qwen2-VL, {summary['model']['parameters']} parameters, spec "
+        f"`{json.dumps(summary['model']['spec'])}`",
+        f"- training: seed {tr['seed']}, {tr['steps_done']} of {tr['steps']} steps x batch {tr['batch_size']}, "
+        f"AdamW lr {tr['lr']} ({tr['schedule']}, warm-up {tr['warmup']}), weight decay {tr['weight_decay']}, "
+        f"first {tr['focus_steps']} steps on {tr['focus_kinds']} only, float32, {tr['threads']} torch thread(s)",
+        f"- loss: {tr['initial_loss']:.3f} at step 0 -> {tr['final_loss']:.3f} (mean of the last 50 steps)",
+        f"- time: {tr['seconds'] / 60:.1f} min training ({tr['examples_per_s']:.1f} examples/s), "
+        f"{summary.get('wall_seconds', 0) / 60:.1f} min wall in all",
+        f"- machine: `{json.dumps(summary.get('machine', {}))}`",
+        "",
+        "Held-out quick eval (teacher-forced decisive token = the greedy choice; perturbed: "
+        "`mask+local_shuffle`, seed 0, key = item id):",
+        "",
+        format_table(summary.get("heldout", {})),
+    ]
+    if "pool" in summary:
+        pool = summary["pool"]
+        lines += [
+            "",
+            f"Self-alignment pool (train.jsonl, mcq + yes/no): {pool['pairs']} of {pool['questions']} questions "
+            "answered wrong under at least one of 2 perturbation variants (= pairs before judge / differ "
+            f"rejects); by kind {json.dumps(pool['by_kind'])}",
+        ]
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out

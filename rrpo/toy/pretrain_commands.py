@@ -47,6 +47,9 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="also save the model to OUT/step_N every N steps (at eval steps)",
     )
+    p.add_argument(
+        "--focus-steps", type=int, default=None, help="first steps on caption / describe turns only"
+    )
     p.add_argument("--n-pretrain", type=int, default=None, help="pretraining clips of the generated dataset")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     p.add_argument("--no-progress", action="store_true")
@@ -65,7 +68,14 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
     import torch
 
     from rrpo.errors import RRPOError
-    from rrpo.toy.pretrain import DEFAULT_DATA, DEFAULT_TRAIN, ModelSpec, format_table, run_pretrain
+    from rrpo.toy.pretrain import (
+        DEFAULT_DATA,
+        DEFAULT_TRAIN,
+        ModelSpec,
+        format_table,
+        run_pretrain,
+        write_provenance,
+    )
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -95,6 +105,7 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             "schedule": args.schedule,
             "threads": args.threads,
             "eval_every": args.eval_every,
+            "focus_steps": args.focus_steps,
         }.items()
         if v is not None
     }
@@ -112,6 +123,7 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         "threads": torch.get_num_threads(),
     }
     (out / "pretrain_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_provenance(out, summary)
     print(
         f"saved {out} in {summary['wall_seconds'] / 60:.1f} min "
         f"({summary['train']['examples_per_s']:.1f} examples/s)"
