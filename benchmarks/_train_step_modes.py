@@ -208,7 +208,8 @@ def build_pair(vlm, args) -> tuple[EncodedPair, dict[str, int]]:
 
 
 def count_params(hf_model) -> dict[str, int]:
-    """Parameter counts of the base model: language model without the input embedding (+ lm_head), vision."""
+    """Parameter counts of the base model (language model without the input embedding, lm_head included;
+    vision tower + merger; input embedding) and the text shapes the FLOP estimate needs."""
     lm = vis = emb = 0
     for name, p in hf_model.named_parameters():
         if "embed_tokens" in name:
@@ -217,7 +218,59 @@ def count_params(hf_model) -> dict[str, int]:
             lm += p.numel()
         else:
             vis += p.numel()
-    return {"language_non_embedding": lm, "vision": vis, "input_embedding": emb}
+    text = hf_model.config.get_text_config()
+    head = hf_model.get_output_embeddings().weight
+    return {
+        "language_non_embedding": lm,
+        "vision": vis,
+        "input_embedding": emb,
+        "lm_head": head.numel(),
+        "hidden": int(text.hidden_size),
+        "layers": int(text.num_hidden_layers),
+        "vocab": int(head.shape[0]),
+    }
+
+
+def lora_param_count(vlm, r: int) -> int:
+    """LoRA parameters r*(in+out) over the linear layers the trainer's regex targets (works on meta tensors)."""
+    from rrpo.models.base import lora_targets_ok
+
+    modules = dict(vlm.hf_model.named_modules())
+    return sum(r * (modules[n].in_features + modules[n].out_features) for n in lora_targets_ok(vlm.hf_model))
+
+
+def estimate_flops(mode: str, tokens: dict[str, int], params: dict[str, int], lora: int) -> float:
+    """Executed FLOPs of one step of `mode` (multiply-add = 2), an analytic count for compute-bound devices.
+
+    Per language-model pass over L tokens with `rows` lm_head rows: 2*(N_body + lora)*L for the linears
+    (N_body = language params without embedding and lm_head; lora only on policy passes),
+    4*layers*L^2*H for attention scores and values (the full square: sdpa with an explicit 4D mask does
+    not skip the masked half; the same convention for every mode), 2*V*H*rows for the lm_head. Backward
+    with frozen weights = activation gradients only: 2*N_body*L + 2*(2*lora*L) + 8*layers*L^2*H +
+    2*V*H*rows. Vision: 2*N_vision*patches per encoding (window attention left out). `ours` adds the
+    fused path's two basis matmuls per response row (4*V*H*rows) and no lm_head backward matmul.
+    """
+    p, c, r = tokens["prefix"], tokens["chosen"], tokens["rejected"]
+    h, layers, vh = params["hidden"], params["layers"], params["lm_head"]
+    body = params["language_non_embedding"] - vh
+    vision = 2.0 * params["vision"] * tokens["vision_patches"]
+
+    def fwd(length: int, rows: int, adapter: int) -> float:
+        return 2.0 * (body + adapter) * length + 4.0 * layers * length**2 * h + 2.0 * vh * rows
+
+    def bwd(length: int, rows: int) -> float:
+        return 2.0 * body * length + 4.0 * lora * length + 8.0 * layers * length**2 * h + 2.0 * vh * rows
+
+    if mode == "ours":
+        packed = p + c + r
+        return fwd(packed, c + r, lora) + fwd(packed, c + r, 0) + 4.0 * vh * (c + r) + bwd(packed, 0) + vision
+    if mode == "paper_style":
+        total = 4 * vision
+        for length in (p + c, p + r):
+            total += fwd(length, length, lora) + fwd(length, length, 0) + bwd(length, length)
+        return total
+    width = p + max(c, r)  # trl_style / paper_code: two padded rows of one batch
+    return 2 * (fwd(width, width, lora) + fwd(width, width, 0) + bwd(width, width)) + 4 * vision
 
 
 def build_setup(args) -> Setup:

@@ -102,6 +102,11 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--profile", action="store_true", help="workers print a torch.profiler table to stderr")
     p.add_argument("--check", action="store_true", help="self-test: all modes agree (loss, LoRA grads)")
+    p.add_argument(
+        "--estimate-only",
+        action="store_true",
+        help="no step: build the model on the meta device and print the analytic FLOP counts (any machine)",
+    )
     p.add_argument("--worker", choices=ALL_MODES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.check and args.preset:
@@ -111,7 +116,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
         args.dtype = args.dtype or "float32"
     if args.preset == "7b":
-        if args.device != "cuda":
+        if args.device != "cuda" and not args.estimate_only:
             p.error("--preset 7b builds an 8B-parameter model: only meaningful with --device cuda")
         args.dtype = args.dtype or "bfloat16"
     args.dtype = args.dtype or "float32"
@@ -297,6 +302,48 @@ def _check(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------
+# analytic FLOPs
+# ------------------------------------------------------------------------------------------------------
+def _estimates(modes_mod, sample: dict, mode_list) -> dict:
+    """Per-mode executed-FLOP estimates (TFLOP) and the speedups they imply on a compute-bound device."""
+    est = {
+        m: modes_mod.estimate_flops(m, sample["tokens"], sample["params"], sample["trainable_params"])
+        for m in mode_list
+    }
+    out = {"executed_tflops": {m: round(v / 1e12, 4) for m, v in est.items()}}
+    if "ours" in est:
+        out["speedup_if_compute_bound"] = {
+            m: round(v / est["ours"], 2) for m, v in est.items() if m != "ours"
+        }
+    return out
+
+
+def _estimate_only(args) -> dict:
+    """Model on the meta device (no memory, no compute), the real processed prefix: counts and FLOPs."""
+    torch, modes = _imports(args)
+    args.device = "meta"
+    vlm, _tmp = modes.build_model(args)
+    _, tokens = modes.build_pair(vlm, args)
+    sample = {
+        "tokens": tokens,
+        "params": modes.count_params(vlm.hf_model),
+        "trainable_params": modes.lora_param_count(vlm, args.lora_r),
+    }
+    return {
+        "tokens": tokens,
+        "params": {**sample["params"], "lora_trainable": sample["trainable_params"]},
+        "model_tflops_per_step": round(_flops(sample) / 1e12, 4),
+        **_estimates(modes, sample, ALL_MODES),
+        "config": {
+            "preset": args.preset,
+            "lora_r": args.lora_r,
+            "frames": args.frames,
+            "frame_hw": [args.height, args.width],
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
 # orchestration
 # ------------------------------------------------------------------------------------------------------
 def _passthrough(args) -> list[str]:
@@ -416,6 +463,10 @@ def _summarise(args, samples: dict[str, list[dict]]) -> dict:
         "speedup_vs_trl>=1.5": None if out["speedup_vs_trl"] is None else out["speedup_vs_trl"] >= 1.5,
     }
     first = next(iter(samples.values()))[0]
+    sys.path[:0] = [ROOT, HERE]
+    import _train_step_modes as modes_mod  # after the workers: the parent's size no longer matters
+
+    out["flop_estimate"] = _estimates(modes_mod, first, list(samples))
     out["tokens"] = first["tokens"]
     out["params"] = {**first["params"], "lora_trainable": first["trainable_params"]}
     out["config"] = {
@@ -443,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.worker:
         print(json.dumps(_worker(args)))
+        return 0
+    if args.estimate_only:
+        print(json.dumps(_estimate_only(args)))
         return 0
     if args.check:
         report = _check(args)
