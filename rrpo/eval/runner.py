@@ -34,6 +34,7 @@ def run_eval(
     judge: Any = None,
     vlm: Any = None,
     progress: bool = True,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Answer every question of `benchmark` with the model and score the answers; returns the results."""
     from accelerate import PartialState
@@ -112,10 +113,11 @@ def run_eval(
         out_dir, results, model=str(model_dir), adapter=adapter_dir, frames=frames, benchmark=benchmark,
         annotations=str(annotations), scoring=scoring, questions=len(items),
     )
-    if excluded:
+    if excluded and not quiet:
         print(f"excluded {len(excluded)} of {len(items)} questions (missing or undecodable video); "
               f"listed in {out_dir / 'results.json'}")
-    print(format_table(results))
+    if not quiet:
+        print(format_table(results))
     return results
 
 

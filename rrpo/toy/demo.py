@@ -61,7 +61,7 @@ class DemoConfig:
         self.out, self.checkpoint = Path(self.out), Path(self.checkpoint)
         if self.quick:
             self.seeds = min(self.seeds, 1)
-            self.n_train, self.n_test, self.n_prior_break = 80, 40, 20
+            self.n_train, self.n_test, self.n_prior_break = 30, 30, 20
             self.eval_limit, self.deviation_limit = 60, 20
         if self.ablations:
             self.methods = ["dpo", "rrpo", "rrpo_no_fine_grained", "rrpo_no_tkl"]
@@ -359,10 +359,13 @@ def _claims(table: dict[str, Any], methods: list[str]) -> list[dict[str, Any]]:
     return claims
 
 
-def _fmt(stat: dict[str, Any], digits: int = 1) -> str:
+def _fmt(stat: dict[str, Any], digits: int = 1, spec: str = "f") -> str:
+    """`mean ± std` over seeds ("n/a" where a benchmark had no such questions); spec "g" for small KLs."""
+    if not np.isfinite(stat["mean"]):
+        return "n/a"
     if len(stat["values"]) > 1:
-        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f}"
+        return f"{stat['mean']:.{digits}{spec}} ± {stat['std']:.{digits}{spec}}"
+    return f"{stat['mean']:.{digits}{spec}}"
 
 
 def render_report(results: dict[str, Any]) -> str:
@@ -378,9 +381,17 @@ def render_report(results: dict[str, Any]) -> str:
         f"{cfg['epochs']} epoch(s), batch {cfg['batch_size']}), {seeds} seed(s)"
         + (" — mean ± standard deviation over seeds." if seeds > 1 else "."),
         "",
-        "## Self-alignment data",
+        "## Base model and self-alignment data",
         "",
     ]
+    base = results.get("base_model", {})
+    if base.get("heldout"):
+        lines += ["Held-out accuracy (%) of the base model from its pretraining record "
+                  "(`pretrain_metrics.json`), clean vs perturbed clips (mask + local shuffle):", "",
+                  "| question type | clean | perturbed |", "|---|---|---|"]
+        for kind, row in base["heldout"].items():
+            lines.append(f"| {kind} | {row.get('clean', float('nan')):.1f} | {row.get('perturbed', float('nan')):.1f} |")
+        lines.append("")
     gen = results["data_generation"]
     lines += [
         f"{gen['records_seen']} training-pool questions (multiple choice and yes/no), "
@@ -398,7 +409,7 @@ def render_report(results: dict[str, Any]) -> str:
         row = results["table"][f"{bench}/{key}"]
         lines.append(f"| {label} | {_fmt(row['base'])} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
     kl = results["table"]["kl_from_base"]
-    lines.append("| KL from base (per token) | 0 | " + " | ".join(_fmt(kl[m], 4) for m in methods) + " |")
+    lines.append("| KL from base (per token) | 0 | " + " | ".join(_fmt(kl[m], 3, "g") for m in methods) + " |")
     lines += [
         "",
         "![scores](scores.png) ![kl](kl.png) ![training](training.png)",
