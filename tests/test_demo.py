@@ -72,6 +72,7 @@ def test_every_number_in_the_report_comes_from_written_files(demo_run: Path) -> 
     body = report.split("![scores]")[0] + report.split("## The paper's claims, here")[1]
     for text in re.findall(r"(?<![\w.])-?\d+\.?\d*(?:e-?\d+)?", body):
         value = float(text)
-        digits = None if "e" in text else (len(text.split(".")[1]) if "." in text else 0)
-        tolerance = 0.5 * 10 ** -digits if digits is not None else abs(value) * 5e-4 + 1e-12
+        mantissa, _, exponent = text.partition("e")
+        digits = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        tolerance = 0.5 * 10 ** (int(exponent or 0) - digits)  # half a unit in the last printed digit
         assert any(abs(k - value) <= tolerance * 1.0001 for k in known), f"{text} in report.md is not in results.json"
