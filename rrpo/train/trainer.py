@@ -308,8 +308,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         deepspeed=cfg.deepspeed,
     )
     metrics_path = output_dir / "metrics.jsonl"
-    if not cfg.resume and metrics_path.exists():
-        metrics_path.unlink()
+    if metrics_path.exists():
+        # A fresh run starts a fresh log; a resumed one keeps the rows up to its checkpoint, so steps
+        # logged after that checkpoint (and redone now) are not in the file twice.
+        upto = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+        kept = [line for line in metrics_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
     trainer = RRPOTrainer(
         model=model,
         args=args,
