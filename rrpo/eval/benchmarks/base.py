@@ -203,10 +203,19 @@ class Tally:
                 f"none of the {len(predictions)} prediction ids belong to {benchmark} "
                 f"(first: {self.unknown[0]!r}); wrong --benchmark or --annotations?"
             )
+        self.predictions = predictions
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.lists: dict[str, list[str]] = {k: [] for k in ("missing", "unanswered", "undecided", "excluded")}
         self.judged = 0
         self.notes: list[str] = []
+
+    def answered(self):  # noqa: ANN201 - Iterator[tuple[EvalItem, str]]
+        """(item, prediction) for every item that has one; the others are recorded as missing."""
+        for item in self.items:
+            if item.id not in self.predictions:
+                self.missing(item)
+                continue
+            yield item, self.predictions[item.id]
 
     def missing(self, item: EvalItem) -> None:
         self.lists["missing"].append(item.id)

@@ -49,11 +49,7 @@ class MLVU(Benchmark):
     ) -> dict[str, Any]:
         check_scoring(scoring)
         tally = Tally(self.name, scoring, items, predictions)
-        for item in items:
-            if item.id not in predictions:
-                tally.missing(item)
-                continue
-            pred = predictions[item.id]
+        for item, pred in tally.answered():
             if scoring == "paper":
                 letter = paper_letter(pred)
             else:

@@ -138,11 +138,7 @@ class TempCompass(Benchmark):
     ) -> dict[str, Any]:
         check_scoring(scoring)
         tally = Tally(self.name, scoring, items, predictions)
-        for item in items:
-            if item.id not in predictions:
-                tally.missing(item)
-                continue
-            pred = predictions[item.id]
+        for item, pred in tally.answered():
             if scoring == "paper":
                 pred = pred.replace("</s>", "").strip()  # the RRPO copy strips the reply first
             gold = item.extra["answer_text"]

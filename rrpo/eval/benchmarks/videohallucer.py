@@ -85,11 +85,7 @@ class VideoHallucer(Benchmark):
     ) -> dict[str, Any]:
         check_scoring(scoring)  # the paper used the official cal_score: both modes agree
         tally = Tally(self.name, scoring, items, predictions)
-        for item in items:
-            if item.id not in predictions:
-                tally.missing(item)
-                continue
-            pred = predictions[item.id]
+        for item, pred in tally.answered():
             hit = videohallucer_hit(pred, item.answer)
             other = "no" if item.answer == "yes" else "yes"
             # What the reply said, for the record: the gold word if present, else the other word.
