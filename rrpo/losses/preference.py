@@ -64,6 +64,32 @@ def _check_same(names_tensors: dict[str, torch.Tensor | None]) -> None:
         shape = _check_2d(name, t, shape)
 
 
+def _check_pair_inputs(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_mask: torch.Tensor | None,
+    rejected_mask: torch.Tensor | None,
+    **extra: torch.Tensor | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The checks every pairwise loss makes: the four log-prob tensors (and `extra` per-token tensors)
+    are [B, T] of one shape, the masks bool of the matching shapes. Returns the checked masks."""
+    _check_same(
+        {
+            "policy_chosen_logps": policy_chosen_logps,
+            "policy_rejected_logps": policy_rejected_logps,
+            "ref_chosen_logps": ref_chosen_logps,
+            "ref_rejected_logps": ref_rejected_logps,
+            **extra,
+        }
+    )
+    return (
+        _check_mask("chosen_mask", chosen_mask, policy_chosen_logps),
+        _check_mask("rejected_mask", rejected_mask, policy_rejected_logps),
+    )
+
+
 def _check_mask(name: str, mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     if mask is None:
         return None
@@ -153,16 +179,9 @@ def rrpo_loss(
         (losses [B], chosen_rewards [B], rejected_rewards [B]); rewards = beta * summed (span) log-ratios,
         detached.
     """
-    _check_same(
-        {
-            "policy_chosen_logps": policy_chosen_logps,
-            "policy_rejected_logps": policy_rejected_logps,
-            "ref_chosen_logps": ref_chosen_logps,
-            "ref_rejected_logps": ref_rejected_logps,
-        }
+    chosen_mask, rejected_mask = _check_pair_inputs(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_mask, rejected_mask
     )
-    chosen_mask = _check_mask("chosen_mask", chosen_mask, policy_chosen_logps)
-    rejected_mask = _check_mask("rejected_mask", rejected_mask, policy_rejected_logps)
     acc = _acc(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_kl)
     chosen_ratio = policy_chosen_logps.to(acc) - ref_chosen_logps.to(acc)
     rejected_ratio = policy_rejected_logps.to(acc) - ref_rejected_logps.to(acc)
@@ -210,16 +229,9 @@ def dpo_loss(
     with sequence log-probs summed over T of the [B, T] per-token inputs (restricted to the masks when
     given). Returns (losses [B], chosen_rewards [B], rejected_rewards [B]), rewards = beta * log-ratios.
     """
-    _check_same(
-        {
-            "policy_chosen_logps": policy_chosen_logps,
-            "policy_rejected_logps": policy_rejected_logps,
-            "ref_chosen_logps": ref_chosen_logps,
-            "ref_rejected_logps": ref_rejected_logps,
-        }
+    chosen_mask, rejected_mask = _check_pair_inputs(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_mask, rejected_mask
     )
-    chosen_mask = _check_mask("chosen_mask", chosen_mask, policy_chosen_logps)
-    rejected_mask = _check_mask("rejected_mask", rejected_mask, policy_rejected_logps)
     acc = _acc(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     chosen = _masked_sum(policy_chosen_logps.to(acc) - ref_chosen_logps.to(acc), chosen_mask, acc)
     rejected = _masked_sum(policy_rejected_logps.to(acc) - ref_rejected_logps.to(acc), rejected_mask, acc)
@@ -254,18 +266,10 @@ def tdpo_loss(
     """
     if version not in (1, 2):
         raise LossInputError(f"tdpo version must be 1 or 2, got {version}")
-    _check_same(
-        {
-            "policy_chosen_logps": policy_chosen_logps,
-            "policy_rejected_logps": policy_rejected_logps,
-            "ref_chosen_logps": ref_chosen_logps,
-            "ref_rejected_logps": ref_rejected_logps,
-            "chosen_kl": chosen_kl,
-            "rejected_kl": rejected_kl,
-        }
+    chosen_mask, rejected_mask = _check_pair_inputs(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_mask, rejected_mask,
+        chosen_kl=chosen_kl, rejected_kl=rejected_kl,
     )
-    chosen_mask = _check_mask("chosen_mask", chosen_mask, policy_chosen_logps)
-    rejected_mask = _check_mask("rejected_mask", rejected_mask, policy_rejected_logps)
     acc = _acc(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_kl)
     chosen = _masked_sum(policy_chosen_logps.to(acc) - ref_chosen_logps.to(acc), chosen_mask, acc)
     rejected = _masked_sum(policy_rejected_logps.to(acc) - ref_rejected_logps.to(acc), rejected_mask, acc)
@@ -380,18 +384,11 @@ def ddpo_loss(
     n_unchanged). Returns (losses [B], chosen_rewards [B], rejected_rewards [B]),
     rewards = beta * score log-ratios, detached.
     """
-    _check_same(
-        {
-            "policy_chosen_logps": policy_chosen_logps,
-            "policy_rejected_logps": policy_rejected_logps,
-            "ref_chosen_logps": ref_chosen_logps,
-            "ref_rejected_logps": ref_rejected_logps,
-        }
-    )
     if chosen_mask is None or rejected_mask is None:
         raise LossInputError("ddpo needs chosen_mask and rejected_mask (bool [B, T] response positions)")
-    chosen_mask = _check_mask("chosen_mask", chosen_mask, policy_chosen_logps)
-    rejected_mask = _check_mask("rejected_mask", rejected_mask, policy_rejected_logps)
+    chosen_mask, rejected_mask = _check_pair_inputs(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_mask, rejected_mask
+    )
     c_ids = _check_spans("chosen_span_ids", chosen_span_ids, policy_chosen_logps, chosen_mask)
     r_ids = _check_spans("rejected_span_ids", rejected_span_ids, policy_rejected_logps, rejected_mask)
     acc = _acc(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
