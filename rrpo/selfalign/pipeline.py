@@ -29,6 +29,9 @@ import numpy as np
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
 from rrpo.data.record import LETTERS, PreferencePair, VideoQuestion
 from rrpo.errors import RRPOError, VideoError
+from rrpo.selfalign.differ import DiffReject, diff_answers
+from rrpo.selfalign.judge import judge_answer
+from rrpo.selfalign.llm import LLMError
 
 # A generator answers a batch of (frames [T,H,W,3] uint8, prompt) greedily.
 Generator = Callable[[list[tuple[np.ndarray, str]]], list[str]]
@@ -158,8 +161,6 @@ def generate_pairs(
     """Run the pipeline over `questions` and append results to the output files; returns the summary."""
     from tqdm.auto import tqdm
 
-    from rrpo.selfalign.differ import DiffReject, diff_answers
-    from rrpo.selfalign.judge import judge_answer
     from rrpo.video import read_frames
     from rrpo.video.perturb import perturb_frames
 
@@ -212,8 +213,7 @@ def generate_pairs(
             for q in batch:
                 if q.id not in by_record:
                     continue  # rejected above
-                _finish_record(q, by_record[q.id], cfg, llm, judge_answer, diff_answers, DiffReject,
-                               pairs_out, correct_out, reject, summary)
+                _finish_record(q, by_record[q.id], cfg, llm, pairs_out, correct_out, reject, summary)
                 summary.processed += 1
             bar.update(len(batch))
         bar.close()
@@ -233,12 +233,9 @@ def generate_pairs(
     return result
 
 
-def _finish_record(q, answers, cfg, llm, judge_answer, diff_answers, DiffReject, pairs_out, correct_out,
-                   reject, summary) -> None:  # noqa: ANN001 - internal
+def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary) -> None:  # noqa: ANN001
     """Judge one record's answers and write exactly one outcome line (or none, when the LLM endpoint
     failed, so that a rerun retries it)."""
-    from rrpo.selfalign.llm import LLMError
-
     verdicts = []
     for pred, info in answers:
         try:
