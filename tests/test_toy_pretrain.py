@@ -197,3 +197,73 @@ def test_committed_checkpoint_answers_in_format(tmp_path):
     assert all(letter in "ABCD"[: len(i.options)] for letter, i in zip(letters, items) if letter), replies
     assert None not in letters, replies
     assert all(yes_no(r) in ("yes", "no") for r in replies[len(items) :]), replies
+
+
+def test_aux_examples_match_rendered_pixels(world):
+    from rrpo.toy.splits import load_scenes, load_world
+    from rrpo.toy.world import PALETTE, render_clip
+
+    records = pt.read_pretrain(world)
+    scenes = load_scenes(world)
+    colours = load_world(world)["config"]["colours"]
+    exs = pt.aux_examples(records, scenes, colours, ["colours", "first_colour"])
+    assert len(exs) == 2 * len(records)
+    for ex in exs:
+        frames = render_clip(scenes[records[ex.clip]["id"]])
+        masks = {c: (frames == np.array(PALETTE[c], dtype=np.uint8)).all(-1) for c in colours}
+        if ex.kind == "colours":
+            assert ex.answer.split() == [c for c in colours if masks[c].any()]
+        else:  # the colour whose first visible frame is the earliest
+            first = {c: int(np.flatnonzero(m.any((1, 2)))[0]) for c, m in masks.items() if m.any()}
+            assert ex.answer == min(first, key=first.get)
+        assert ex.decisive is None and ex.prompt == pt.AUX_PROMPTS[ex.kind]
+    with pytest.raises(RRPOError, match="unknown auxiliary tasks"):
+        pt.aux_examples(records, scenes, colours, ["shape"])
+    with pytest.raises(RecordError, match="scene"):
+        pt.aux_examples(records, {}, colours, ["colours"])
+
+
+def test_decisive_labels_keep_only_the_deciding_token(world, tmp_path):
+    from rrpo.models import load_model
+
+    init = pt.build_toy_model(tmp_path / "m", TINY, seed=0)
+    vlm = load_model(init)
+    enc = pt.Encoder(vlm.processor, TINY)
+    records = pt.read_pretrain(world)
+    exs = [pt.turn_example(0, t, f"t{k}") for k, t in enumerate(records[-1]["turns"])]
+    assert {e.decisive for e in exs} == {None, 0, 1}
+    frames = np.zeros((1, 16, 64, 64, 3), dtype=np.uint8)
+    batch = enc.batch(exs, frames)
+    labels = pt.decisive_labels(batch, exs)
+    tok = vlm.processor.tokenizer
+    for i, ex in enumerate(exs):
+        kept = labels[i][labels[i] != pt.IGNORE].tolist()
+        if ex.decisive is None:
+            assert kept == batch["labels"][i][batch["labels"][i] != pt.IGNORE].tolist()
+        else:
+            word = tok.decode(kept).strip()
+            want = ex.answer.split(")")[0].lstrip("(") if ex.decisive == 1 else ex.answer
+            assert len(kept) == 1 and word == want, (ex.answer, word)
+    assert torch.equal(batch["labels"], enc.batch(exs, frames)["labels"])  # input left untouched
+
+
+def test_run_pretrain_with_aux_tasks_and_decisive_loss(world, tmp_path):
+    cfg = pt.TrainConfig(
+        steps=3,
+        batch_size=4,
+        warmup=1,
+        eval_every=0,
+        threads=1,
+        kinds=("count", "existence"),
+        aux_kinds=("colours", "first_colour"),
+        focus_kinds=("colours", "first_colour"),
+        focus_steps=2,
+        decisive_loss=True,
+    )
+    summary = pt.run_pretrain(world, tmp_path / "m", spec=TINY, cfg=cfg, progress=False, log=lambda s: None)
+    n = len(pt.read_pretrain(world))
+    by_kind = summary["data"]["examples_by_kind"]
+    assert by_kind["colours"] == by_kind["first_colour"] == by_kind["count"] == n
+    assert set(by_kind) == {"colours", "first_colour", "count", "existence"}
+    assert list(summary["train"]["aux_kinds"]) == ["colours", "first_colour"] and summary["train"]["decisive_loss"]
+    assert summary["train"]["steps_done"] == 3

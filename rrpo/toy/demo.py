@@ -390,11 +390,17 @@ def render_report(results: dict[str, Any]) -> str:
     ]
     base = results.get("base_model", {})
     if base.get("heldout"):
-        lines += ["Held-out accuracy (%) of the base model from its pretraining record "
-                  "(`pretrain_metrics.json`), clean vs perturbed clips (mask + local shuffle):", "",
-                  "| question type | clean | perturbed |", "|---|---|---|"]
+        lines += [
+            "Held-out accuracy (%) of the base model from its pretraining record "
+            "(`pretrain_metrics.json`), clean vs perturbed clips (mask + local shuffle):",
+            "",
+            "| question type | clean | perturbed |",
+            "|---|---|---|",
+        ]
         for kind, row in base["heldout"].items():
-            lines.append(f"| {kind} | {row.get('clean', float('nan')):.1f} | {row.get('perturbed', float('nan')):.1f} |")
+            lines.append(
+                f"| {kind} | {row.get('clean', float('nan')):.1f} | {row.get('perturbed', float('nan')):.1f} |"
+            )
         lines.append("")
     gen = results["data_generation"]
     lines += [
@@ -413,7 +419,9 @@ def render_report(results: dict[str, Any]) -> str:
         row = results["table"][f"{bench}/{key}"]
         lines.append(f"| {label} | {_fmt(row['base'])} | " + " | ".join(_fmt(row[m]) for m in methods) + " |")
     kl = results["table"]["kl_from_base"]
-    lines.append("| KL from base (per token) | 0 | " + " | ".join(_fmt(kl[m], 3, "g") for m in methods) + " |")
+    lines.append(
+        "| KL from base (per token) | 0 | " + " | ".join(_fmt(kl[m], 3, "g") for m in methods) + " |"
+    )
     lines += [
         "",
         "![scores](scores.png) ![kl](kl.png) ![training](training.png)",

@@ -326,6 +326,42 @@ def pretrain_examples(records: Sequence[dict[str, Any]]) -> list[Example]:
     return out
 
 
+# Auxiliary "pooling" tasks: the answer depends on the video alone, never on which words the question
+# uses. The toy probes (docs/toy.md) found that these are learned from scratch within ~100 steps, while
+# every benchmark question (existence, order, direction, yes/no) is an interaction between question
+# and video: with balanced answers neither the question nor the video alone predicts them, so the
+# gradient has no first-order signal and a tiny model from scratch sits on a plateau.
+AUX_PROMPTS = {
+    "colours": "Which colours appear in the video?",
+    "first_colour": "What colour is the object that appears first?",
+}
+
+
+def aux_examples(
+    records: Sequence[dict[str, Any]], scenes: dict[str, Any], colours: Sequence[str], kinds: Sequence[str]
+) -> list[Example]:
+    """Auxiliary examples of `kinds` (keys of `AUX_PROMPTS`) for each pretraining record (clip index =
+    record position): "colours" lists the clip's colours in palette order ("blue yellow"),
+    "first_colour" names the colour of the object that appears first. `scenes` maps record id ->
+    `world.Scene` (`splits.load_scenes`)."""
+    unknown = sorted(set(kinds) - set(AUX_PROMPTS))
+    if unknown:
+        raise RRPOError(f"unknown auxiliary tasks {unknown}; known: {sorted(AUX_PROMPTS)}")
+    out = []
+    for i, rec in enumerate(records):
+        scene = scenes.get(rec["id"])
+        if scene is None:
+            raise RecordError(rec["id"], "scene", "no scene in scenes.jsonl for this pretraining record")
+        present = set(scene.colours())
+        for kind in kinds:
+            if kind == "colours":
+                answer = " ".join(c for c in colours if c in present)
+            else:
+                answer = scene.objects[0].colour  # objects are in order of appearance
+            out.append(Example(i, AUX_PROMPTS[kind], answer, kind, f"{rec['id']}/{kind}"))
+    return out
+
+
 def load_frames(
     data_dir: Path, videos: Sequence[str], spec: ModelSpec, *, progress: bool = False
 ) -> np.ndarray:
@@ -452,6 +488,20 @@ def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**{k: batch[k] for k in keys}, use_cache=False).logits
 
 
+def decisive_labels(batch: dict[str, torch.Tensor], examples: Sequence[Example]) -> torch.Tensor:
+    """Labels [B, L] keeping, for examples with a decisive token (multiple choice, yes/no), only that
+    token (the option letter, "Yes"/"No"); open and auxiliary answers keep every token. The format
+    tokens around a letter are free to predict and would otherwise dominate the loss."""
+    labels = batch["labels"].clone()
+    for i, ex in enumerate(examples):
+        if ex.decisive is not None:
+            pos = int(batch["answer_start"][i]) + int(ex.decisive)
+            keep = labels[i, pos].clone()
+            labels[i] = IGNORE
+            labels[i, pos] = keep
+    return labels
+
+
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over answer tokens: logits[:, t] predicts labels[:, t + 1]."""
     return torch.nn.functional.cross_entropy(
@@ -561,6 +611,8 @@ class TrainConfig:
     kinds: tuple[str, ...] = ()  # train only these turn kinds (empty: all)
     focus_kinds: tuple[str, ...] = ("caption", "describe")
     focus_steps: int = 0  # first steps on focus_kinds only (see `example_order`)
+    aux_kinds: tuple[str, ...] = ()  # auxiliary pooling tasks added to every clip (`AUX_PROMPTS`)
+    decisive_loss: bool = False  # mcq / yes-no examples: loss on the deciding token only
 
 
 # The committed checkpoint's settings (`rrpo toy pretrain` defaults; see checkpoint/PROVENANCE.md).
@@ -677,8 +729,10 @@ def train(
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        b = encoder.batch([examples[i] for i in idx], frames)
-        loss = answer_loss(forward_logits(model, b), b["labels"])
+        chosen = [examples[i] for i in idx]
+        b = encoder.batch(chosen, frames)
+        labels = decisive_labels(b, chosen) if cfg.decisive_loss else b["labels"]
+        loss = answer_loss(forward_logits(model, b), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -820,6 +874,10 @@ def run_pretrain(
     examples = pretrain_examples(records)
     if cfg.kinds:
         examples = [e for e in examples if e.kind in cfg.kinds]
+    if cfg.aux_kinds:
+        from rrpo.toy.splits import load_scenes
+
+        examples += aux_examples(records, load_scenes(data_dir), world["config"]["colours"], cfg.aux_kinds)
     stages = [int(r.get("metadata", {}).get("curriculum_stage", 1)) for r in records]
     held = benchmark_videos(data_dir) if (data_dir / "benchmarks").is_dir() else []
     pool_videos = []

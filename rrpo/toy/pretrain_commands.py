@@ -50,10 +50,28 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--focus-steps", type=int, default=None, help="first steps on caption / describe turns only"
     )
+    p.add_argument(
+        "--focus-kinds", default=None, help="comma-separated example kinds of the first --focus-steps steps"
+    )
+    p.add_argument(
+        "--aux-tasks",
+        default=None,
+        help="comma-separated auxiliary pooling tasks added to every clip: colours, first_colour",
+    )
+    p.add_argument(
+        "--decisive-loss",
+        action="store_true",
+        default=None,
+        help="multiple-choice and yes/no examples: loss on the deciding token (letter, Yes/No) only",
+    )
     p.add_argument("--n-pretrain", type=int, default=None, help="pretraining clips of the generated dataset")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_pretrain_command)
+
+
+def _kinds(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(k.strip() for k in text.split(",") if k.strip())
 
 
 def run_pretrain_command(args: argparse.Namespace) -> int:
@@ -106,6 +124,9 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             "threads": args.threads,
             "eval_every": args.eval_every,
             "focus_steps": args.focus_steps,
+            "focus_kinds": _kinds(args.focus_kinds),
+            "aux_kinds": _kinds(args.aux_tasks),
+            "decisive_loss": args.decisive_loss,
         }.items()
         if v is not None
     }
