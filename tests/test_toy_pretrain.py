@@ -206,17 +206,28 @@ def test_aux_examples_match_rendered_pixels(world):
     records = pt.read_pretrain(world)
     scenes = load_scenes(world)
     colours = load_world(world)["config"]["colours"]
-    exs = pt.aux_examples(records, scenes, colours, ["colours", "first_colour"])
-    assert len(exs) == 2 * len(records)
+    kinds = ["colours", "first_colour", "which_colour"]
+    exs = pt.aux_examples(records, scenes, colours, kinds)
+    assert len(exs) == 3 * len(records)  # 3 objects at most of 4 colours: always one absent
     for ex in exs:
         frames = render_clip(scenes[records[ex.clip]["id"]])
         masks = {c: (frames == np.array(PALETTE[c], dtype=np.uint8)).all(-1) for c in colours}
+        seen = {c for c in colours if masks[c].any()}
+        assert ex.decisive is None
         if ex.kind == "colours":
-            assert ex.answer.split() == [c for c in colours if masks[c].any()]
-        else:  # the colour whose first visible frame is the earliest
-            first = {c: int(np.flatnonzero(m.any((1, 2)))[0]) for c, m in masks.items() if m.any()}
-            assert ex.answer == min(first, key=first.get)
-        assert ex.decisive is None and ex.prompt == pt.AUX_PROMPTS[ex.kind]
+            assert ex.prompt == pt.AUX_PROMPTS["colours"]
+            assert ex.answer.split() == ["colours:", *[c for c in colours if c in seen]]
+        elif ex.kind == "first_colour":  # the colour whose first visible frame is the earliest
+            first = {c: int(np.flatnonzero(masks[c].any((1, 2)))[0]) for c in seen}
+            assert ex.answer == "the " + min(first, key=first.get)
+        else:
+            named = ex.prompt.rstrip("?").split(": ")[1].split(" or ")
+            assert [c in seen for c in named].count(True) == 1
+            assert ex.answer == "the " + next(c for c in named if c in seen)
+    orders = {
+        ex.prompt.split(": ")[1].split(" or ")[0] in ex.answer for ex in exs if ex.kind == "which_colour"
+    }
+    assert orders == {True, False}  # the present colour is named first in some, second in others
     with pytest.raises(RRPOError, match="unknown auxiliary tasks"):
         pt.aux_examples(records, scenes, colours, ["shape"])
     with pytest.raises(RecordError, match="scene"):
@@ -255,7 +266,7 @@ def test_run_pretrain_with_aux_tasks_and_decisive_loss(world, tmp_path):
         eval_every=0,
         threads=1,
         kinds=("count", "existence"),
-        aux_kinds=("colours", "first_colour"),
+        aux_kinds=("colours", "first_colour", "which_colour"),
         focus_kinds=("colours", "first_colour"),
         focus_steps=2,
         decisive_loss=True,
@@ -263,7 +274,10 @@ def test_run_pretrain_with_aux_tasks_and_decisive_loss(world, tmp_path):
     summary = pt.run_pretrain(world, tmp_path / "m", spec=TINY, cfg=cfg, progress=False, log=lambda s: None)
     n = len(pt.read_pretrain(world))
     by_kind = summary["data"]["examples_by_kind"]
-    assert by_kind["colours"] == by_kind["first_colour"] == by_kind["count"] == n
-    assert set(by_kind) == {"colours", "first_colour", "count", "existence"}
-    assert list(summary["train"]["aux_kinds"]) == ["colours", "first_colour"] and summary["train"]["decisive_loss"]
+    assert by_kind["colours"] == by_kind["first_colour"] == by_kind["which_colour"] == by_kind["count"] == n
+    assert set(by_kind) == {"colours", "first_colour", "which_colour", "count", "existence"}
+    assert (
+        list(summary["train"]["aux_kinds"]) == ["colours", "first_colour", "which_colour"]
+        and summary["train"]["decisive_loss"]
+    )
     assert summary["train"]["steps_done"] == 3

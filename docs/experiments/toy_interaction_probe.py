@@ -39,7 +39,7 @@ for i, r in enumerate(recs):
         if t["kind"] in TASKS:
             exs.append(turn_example(i, t, f"{r['id']}/{k}"))
     if "colours" in TASKS:
-        cs = " ".join(c for c in PAL if c in {o["colour"] for o in objs})
+        cs = "colours: " + " ".join(c for c in PAL if c in {o["colour"] for o in objs})
         exs.append(Example(i, "Which colours appear in the video?", cs, "colours", r["id"] + "/c", None))
     if "objdesc" in TASKS:
         DIRS = {(-1,0):"left",(1,0):"right",(0,-1):"up",(0,1):"down"}
@@ -60,8 +60,13 @@ for i, r in enumerate(recs):
     if "dir1" in TASKS and len(objs) == 1:
         for k, t in enumerate(r["turns"]):
             if t["kind"] == "direction": exs.append(turn_example(i, t, f"{r['id']}/{k}")); exs[-1].kind = "dir1"
+    if "which" in TASKS:  # one named colour present, one absent: additive logits solve it (no interaction)
+        present = [o["colour"] for o in objs]; absent = [c for c in PAL if c not in present]
+        a, b = present[i % len(present)], absent[(i // 2) % len(absent)]
+        x, y = (a, b) if i % 3 else (b, a)
+        exs.append(Example(i, f"Which of these colours appears in the video: {x} or {y}?", "the " + a, "which", r["id"] + "/w", None))
     if "first" in TASKS:
-        exs.append(Example(i, "What colour is the object that appears first?", objs[0]["colour"], "first", r["id"] + "/f", None))
+        exs.append(Example(i, "What colour is the object that appears first?", "the " + objs[0]["colour"], "first", r["id"] + "/f", None))
     if "shape" in TASKS:
         for o in objs:
             exs.append(Example(i, f"What shape is the {o['colour']} object?", o["shape"], "shape", r["id"] + "/s", None))

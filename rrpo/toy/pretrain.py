@@ -334,6 +334,7 @@ def pretrain_examples(records: Sequence[dict[str, Any]]) -> list[Example]:
 AUX_PROMPTS = {
     "colours": "Which colours appear in the video?",
     "first_colour": "What colour is the object that appears first?",
+    "which_colour": "Which of these colours appears in the video: {} or {}?",
 }
 
 
@@ -341,9 +342,17 @@ def aux_examples(
     records: Sequence[dict[str, Any]], scenes: dict[str, Any], colours: Sequence[str], kinds: Sequence[str]
 ) -> list[Example]:
     """Auxiliary examples of `kinds` (keys of `AUX_PROMPTS`) for each pretraining record (clip index =
-    record position): "colours" lists the clip's colours in palette order ("blue yellow"),
-    "first_colour" names the colour of the object that appears first. `scenes` maps record id ->
-    `world.Scene` (`splits.load_scenes`)."""
+    record position), with `scenes` mapping record id -> `world.Scene` (`splits.load_scenes`):
+
+    - "colours": the clip's colours in palette order, "colours: blue yellow";
+    - "first_colour": the colour of the object that appears first, "the blue";
+    - "which_colour": one present and one absent colour named (in either order), the present one
+      answered, "the blue". Unlike "Is there a blue ...?", this is solved by adding two signals
+      (named in the question + seen in the video) in the colour-word logits, so it is learned without
+      the interaction plateau and gives the model the pieces existence questions need.
+
+    Every answer puts a space before the colour, so it is the same token as in the questions
+    (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
     unknown = sorted(set(kinds) - set(AUX_PROMPTS))
     if unknown:
         raise RRPOError(f"unknown auxiliary tasks {unknown}; known: {sorted(AUX_PROMPTS)}")
@@ -352,13 +361,21 @@ def aux_examples(
         scene = scenes.get(rec["id"])
         if scene is None:
             raise RecordError(rec["id"], "scene", "no scene in scenes.jsonl for this pretraining record")
-        present = set(scene.colours())
+        present = [o.colour for o in scene.objects]  # in order of appearance
         for kind in kinds:
+            prompt = AUX_PROMPTS[kind]
             if kind == "colours":
-                answer = " ".join(c for c in colours if c in present)
+                answer = "colours: " + " ".join(c for c in colours if c in present)
+            elif kind == "first_colour":
+                answer = f"the {present[0]}"
             else:
-                answer = scene.objects[0].colour  # objects are in order of appearance
-            out.append(Example(i, AUX_PROMPTS[kind], answer, kind, f"{rec['id']}/{kind}"))
+                absent = [c for c in colours if c not in present]
+                if not absent:
+                    continue  # every colour is in the clip: nothing to contrast with
+                seen, unseen = present[i % len(present)], absent[(i // 2) % len(absent)]
+                named = (seen, unseen) if i % 3 else (unseen, seen)
+                prompt, answer = prompt.format(*named), f"the {seen}"
+            out.append(Example(i, prompt, answer, kind, f"{rec['id']}/{kind}"))
     return out
 
 

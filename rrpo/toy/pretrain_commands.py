@@ -54,9 +54,12 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         "--focus-kinds", default=None, help="comma-separated example kinds of the first --focus-steps steps"
     )
     p.add_argument(
+        "--kinds", default=None, help="comma-separated turn kinds of pretrain.jsonl to train on (default: all)"
+    )
+    p.add_argument(
         "--aux-tasks",
         default=None,
-        help="comma-separated auxiliary pooling tasks added to every clip: colours, first_colour",
+        help="comma-separated auxiliary tasks added to every clip: colours, first_colour, which_colour",
     )
     p.add_argument(
         "--decisive-loss",
@@ -126,6 +129,7 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             "focus_steps": args.focus_steps,
             "focus_kinds": _kinds(args.focus_kinds),
             "aux_kinds": _kinds(args.aux_tasks),
+            "kinds": _kinds(args.kinds),
             "decisive_loss": args.decisive_loss,
         }.items()
         if v is not None
