@@ -206,9 +206,11 @@ def test_aux_examples_match_rendered_pixels(world):
     records = pt.read_pretrain(world)
     scenes = load_scenes(world)
     colours = load_world(world)["config"]["colours"]
-    kinds = ["colours", "first_colour", "which_colour"]
+    kinds = ["colours", "first_colour", "which_colour", "earlier_colour", "first_direction"]
     exs = pt.aux_examples(records, scenes, colours, kinds)
-    assert len(exs) == 3 * len(records)  # 3 objects at most of 4 colours: always one absent
+    multi = sum(len(scenes[r["id"]].objects) > 1 for r in records)
+    # 3 objects at most of 4 colours: always one absent; "earlier_colour" needs two objects.
+    assert len(exs) == 4 * len(records) + multi and multi > 0
     for ex in exs:
         frames = render_clip(scenes[records[ex.clip]["id"]])
         masks = {c: (frames == np.array(PALETTE[c], dtype=np.uint8)).all(-1) for c in colours}
@@ -220,10 +222,22 @@ def test_aux_examples_match_rendered_pixels(world):
         elif ex.kind == "first_colour":  # the colour whose first visible frame is the earliest
             first = {c: int(np.flatnonzero(masks[c].any((1, 2)))[0]) for c in seen}
             assert ex.answer == "the " + min(first, key=first.get)
-        else:
+        elif ex.kind == "which_colour":
             named = ex.prompt.rstrip("?").split(": ")[1].split(" or ")
             assert [c in seen for c in named].count(True) == 1
             assert ex.answer == "the " + next(c for c in named if c in seen)
+        elif ex.kind == "earlier_colour":
+            named = ex.prompt.rstrip("?").split(": ")[1].split(" or ")
+            first = {c: int(np.flatnonzero(masks[c].any((1, 2)))[0]) for c in named}
+            assert set(named) <= seen and ex.answer == "the " + min(named, key=first.get)
+        else:  # the first colour's pixel centroid moves in the stated direction
+            first = {c: int(np.flatnonzero(masks[c].any((1, 2)))[0]) for c in seen}
+            mask = masks[min(first, key=first.get)]
+            ts = np.flatnonzero(mask.any((1, 2)))
+            ys, xs = [np.array([np.argwhere(mask[t])[:, k].mean() for t in (ts[0], ts[-1])]) for k in (0, 1)]
+            dx, dy = xs[1] - xs[0], ys[1] - ys[0]
+            want = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
+            assert ex.answer == f"it moves {want}"
     orders = {
         ex.prompt.split(": ")[1].split(" or ")[0] in ex.answer for ex in exs if ex.kind == "which_colour"
     }

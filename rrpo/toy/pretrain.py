@@ -335,6 +335,8 @@ AUX_PROMPTS = {
     "colours": "Which colours appear in the video?",
     "first_colour": "What colour is the object that appears first?",
     "which_colour": "Which of these colours appears in the video: {} or {}?",
+    "earlier_colour": "Which of these colours appears first: {} or {}?",
+    "first_direction": "In which direction does the object that appears first move?",
 }
 
 
@@ -349,7 +351,11 @@ def aux_examples(
     - "which_colour": one present and one absent colour named (in either order), the present one
       answered, "the blue". Unlike "Is there a blue ...?", this is solved by adding two signals
       (named in the question + seen in the video) in the colour-word logits, so it is learned without
-      the interaction plateau and gives the model the pieces existence questions need.
+      the interaction plateau and gives the model the pieces existence questions need;
+    - "earlier_colour": two of the clip's colours named (clips with 2+ objects), the one that appears
+      first answered, "the blue" (named + early, added: the same idea for order questions);
+    - "first_direction": the direction of the object that appears first, "it moves left" (motion
+      read from the video alone).
 
     Every answer puts a space before the colour, so it is the same token as in the questions
     (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
@@ -368,6 +374,15 @@ def aux_examples(
                 answer = "colours: " + " ".join(c for c in colours if c in present)
             elif kind == "first_colour":
                 answer = f"the {present[0]}"
+            elif kind == "earlier_colour":
+                if len(present) < 2:
+                    continue
+                j = (i // 3) % (len(present) - 1)
+                early, late = present[j], present[j + 1 + (i // 5) % (len(present) - 1 - j)]
+                named = (early, late) if i % 2 else (late, early)
+                prompt, answer = prompt.format(*named), f"the {early}"
+            elif kind == "first_direction":
+                answer = f"it moves {scene.objects[0].direction}"
             else:
                 absent = [c for c in colours if c not in present]
                 if not absent:

@@ -59,7 +59,7 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--aux-tasks",
         default=None,
-        help="comma-separated auxiliary tasks added to every clip: colours, first_colour, which_colour",
+        help="comma-separated auxiliary tasks added to every clip (rrpo.toy.pretrain.AUX_PROMPTS)",
     )
     p.add_argument(
         "--decisive-loss",
