@@ -302,6 +302,9 @@ HEADLINE = [
     ("hallucination", "overall", "Hallucination (pair acc.)"),
     ("hallucination", "basic", "  basic"),
     ("hallucination", "hallucinated", "  hallucinated"),
+    ("hallucination", "object_existence/overall", "  object existence (pair acc.)"),
+    ("hallucination", "temporal/overall", "  temporal (pair acc.)"),
+    ("hallucination", "motion/overall", "  motion (pair acc.)"),
     ("prior_break", "task/prior_against", "Prior-breaking clips"),
     ("prior_break", "task/control", "  control colours"),
 ]
