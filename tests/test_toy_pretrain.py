@@ -295,3 +295,46 @@ def test_run_pretrain_with_aux_tasks_and_decisive_loss(world, tmp_path):
         and summary["train"]["decisive_loss"]
     )
     assert summary["train"]["steps_done"] == 3
+
+
+def test_pretrain_command_flags_reach_the_config(world, tmp_path, monkeypatch):
+    """The CLI passes --kinds / --aux-tasks / --focus-kinds / --decisive-loss through, on top of the
+    committed checkpoint's defaults, and records them in pretrain_metrics.json and PROVENANCE.md."""
+    from rrpo.cli import main
+
+    # The command imports ModelSpec from rrpo.toy.pretrain when it runs and builds ModelSpec(): keep it tiny.
+    monkeypatch.setattr(pt, "ModelSpec", lambda: TINY)
+
+    out = tmp_path / "m"
+    args = ["toy", "pretrain", "--data", str(world), "--out", str(out), "--steps", "2", "--batch-size", "4"]
+    args += ["--kinds", "count", "--aux-tasks", "colours", "--focus-kinds", "colours", "--focus-steps", "1"]
+    args += ["--eval-every", "0", "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "pretrain_metrics.json").read_text())
+    train = summary["train"]
+    assert train["kinds"] == ["count"] and train["aux_kinds"] == ["colours"] and train["focus_steps"] == 1
+    assert train["decisive_loss"] is pt.DEFAULT_TRAIN.decisive_loss is True  # default kept
+    assert set(summary["data"]["examples_by_kind"]) == {"count", "colours"}
+    assert "--aux-tasks colours" in (out / "PROVENANCE.md").read_text()
+
+
+def test_run_pretrain_from_init_starts_from_its_weights(world, tmp_path):
+    from safetensors.torch import load_file
+
+    init = pt.build_toy_model(tmp_path / "init", TINY, seed=5)
+    cfg = pt.TrainConfig(steps=1, batch_size=2, lr=0.0, warmup=1, eval_every=0, threads=1, seed=0)
+    out = tmp_path / "out"
+    summary = pt.run_pretrain(world, out, spec=TINY, cfg=cfg, progress=False, log=lambda s: None, init=init)
+    before, after = load_file(init / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)  # lr 0
+    assert (out / "tokenizer.json").read_bytes() == (init / "tokenizer.json").read_bytes()
+    assert summary["model"]["init"] == str(init)
+    other = pt.ModelSpec(**{**TINY.__dict__, "hidden_size": 64})
+    with pytest.raises(RRPOError, match="toy_model_spec differs"):
+        pt.run_pretrain(
+            world, tmp_path / "x", spec=other, cfg=cfg, progress=False, log=lambda s: None, init=init
+        )
+    with pytest.raises(RRPOError, match="no model there"):
+        pt.run_pretrain(
+            world, tmp_path / "y", spec=TINY, cfg=cfg, progress=False, log=lambda s: None, init=tmp_path
+        )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -649,14 +650,18 @@ class TrainConfig:
 
 # The committed checkpoint's settings (`rrpo toy pretrain` defaults; see checkpoint/PROVENANCE.md).
 DEFAULT_TRAIN = TrainConfig(
-    steps=1000,
+    steps=2615,
     batch_size=32,
-    lr=1e-3,
+    lr=2e-3,
     warmup=50,
     weight_decay=0.0,
-    eval_every=200,
+    eval_every=250,
     threads=1,
-    focus_steps=250,
+    kinds=("order", "direction", "count", "existence"),
+    aux_kinds=("colours", "first_colour", "which_colour"),
+    focus_kinds=("colours", "first_colour", "which_colour"),
+    focus_steps=350,
+    decisive_loss=True,
 )
 
 
@@ -883,8 +888,10 @@ def run_pretrain(
     save_every: int = 0,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Build a fresh toy model in `out_dir`, pretrain it on `data_dir`'s pretrain.jsonl, save it there
+    """Build a fresh toy model in `out_dir` (or start from the toy model in `init`: its weights, tokenizer
+    and processor, with a fresh optimizer), pretrain it on `data_dir`'s pretrain.jsonl, save it there
     and return a summary (also written to `out_dir/pretrain_metrics.json`): the data and model
     parameters, losses, throughput, and the final quick-eval metrics (held-out clean vs perturbed per
     question kind, prior-break, and the expected number of pairs from the pool).
@@ -922,7 +929,21 @@ def run_pretrain(
     frames = load_frames(data_dir, videos, spec, progress=progress)
     log(f"decoded {len(videos)} clips in {time.perf_counter() - t0:.0f} s")
 
-    build_toy_model(out, spec, seed=cfg.seed)
+    if init is None:
+        build_toy_model(out, spec, seed=cfg.seed)
+    else:
+        init = Path(init)
+        if not (init / "config.json").is_file():
+            raise RRPOError(f"--init {init}: no model there (config.json missing)")
+        if init.resolve() == out.resolve():
+            raise RRPOError("--init and --out must be different directories")
+        family = json.loads((init / "rrpo_family.json").read_text())
+        if family.get("toy_model_spec") != asdict(spec):
+            raise RRPOError(f"--init {init}: its toy_model_spec differs from the spec of this run")
+        out.mkdir(parents=True, exist_ok=True)
+        for f in init.iterdir():  # the model, not the init's own training record
+            if f.is_file() and f.name not in ("PROVENANCE.md", "pretrain_metrics.json"):
+                shutil.copy2(f, out / f.name)
     vlm = load_model(out, num_frames=spec.num_frames)
     model = vlm.model
     encoder = Encoder(vlm.processor, spec)
@@ -959,7 +980,7 @@ def run_pretrain(
             "examples": len(examples),
             "examples_by_kind": kind_counts(examples),
         },
-        "model": {"spec": asdict(spec), "parameters": n_params},
+        "model": {"spec": asdict(spec), "parameters": n_params, "init": str(init) if init else None},
         "train": {
             **asdict(cfg),
             "initial_loss": loss0,

@@ -62,8 +62,13 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated auxiliary tasks added to every clip (rrpo.toy.pretrain.AUX_PROMPTS)",
     )
     p.add_argument(
+        "--init",
+        default=None,
+        help="start from this toy model's weights (fresh optimizer) instead of a new random model",
+    )
+    p.add_argument(
         "--decisive-loss",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="multiple-choice and yes/no examples: loss on the deciding token (letter, Yes/No) only",
     )
@@ -137,9 +142,15 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
     cfg = replace(DEFAULT_TRAIN, **changes)
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
     summary = run_pretrain(
-        data, out, spec=ModelSpec(), cfg=cfg, save_every=args.save_every, progress=not args.no_progress
+        data,
+        out,
+        spec=ModelSpec(),
+        cfg=cfg,
+        save_every=args.save_every,
+        progress=not args.no_progress,
+        init=args.init,
     )
-    summary["command"] = " ".join(["rrpo", *sys.argv[1:]]) if sys.argv else ""
+    summary["command"] = " ".join(["rrpo", *getattr(args, "argv", sys.argv[1:])])
     summary["wall_seconds"] = time.perf_counter() - t0
     summary["machine"] = {
         "platform": platform.platform(),
