@@ -907,6 +907,15 @@ def run_pretrain(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     world = load_world(data_dir)
+    if init is not None:  # checked before the minute of decoding
+        init = Path(init)
+        if not (init / "config.json").is_file():
+            raise RRPOError(f"--init {init}: no model there (config.json missing)")
+        if init.resolve() == out.resolve():
+            raise RRPOError("--init and --out must be different directories")
+        family = json.loads((init / "rrpo_family.json").read_text())
+        if family.get("toy_model_spec") != asdict(spec):
+            raise RRPOError(f"--init {init}: its toy_model_spec differs from the spec of this run")
     if not world.get("videos_written", True):
         raise RRPOError(f"{data_dir}: generated without videos (--no-videos); cannot pretrain on it")
     records = read_pretrain(data_dir)
@@ -932,14 +941,6 @@ def run_pretrain(
     if init is None:
         build_toy_model(out, spec, seed=cfg.seed)
     else:
-        init = Path(init)
-        if not (init / "config.json").is_file():
-            raise RRPOError(f"--init {init}: no model there (config.json missing)")
-        if init.resolve() == out.resolve():
-            raise RRPOError("--init and --out must be different directories")
-        family = json.loads((init / "rrpo_family.json").read_text())
-        if family.get("toy_model_spec") != asdict(spec):
-            raise RRPOError(f"--init {init}: its toy_model_spec differs from the spec of this run")
         out.mkdir(parents=True, exist_ok=True)
         for f in init.iterdir():  # the model, not the init's own training record
             if f.is_file() and f.name not in ("PROVENANCE.md", "pretrain_metrics.json"):
