@@ -338,3 +338,21 @@ def test_run_pretrain_from_init_starts_from_its_weights(world, tmp_path):
         pt.run_pretrain(
             world, tmp_path / "y", spec=TINY, cfg=cfg, progress=False, log=lambda s: None, init=tmp_path
         )
+
+
+def test_decisive_labels_keep_format_trains_the_reply_frame_not_the_option_text(world, tmp_path):
+    from rrpo.models import load_model
+
+    vlm = load_model(pt.build_toy_model(tmp_path / "m", TINY, seed=0))
+    enc = pt.Encoder(vlm.processor, TINY)
+    exs = [pt.turn_example(0, t, f"t{k}") for k, t in enumerate(pt.read_pretrain(world)[-1]["turns"])]
+    batch = enc.batch(exs, np.zeros((1, 16, 64, 64, 3), dtype=np.uint8))
+    labels = pt.decisive_labels(batch, exs, keep_format=True)
+    tok = vlm.processor.tokenizer
+    for i, ex in enumerate(exs):
+        kept = tok.decode(labels[i][labels[i] != pt.IGNORE].tolist())
+        full = tok.decode(batch["labels"][i][batch["labels"][i] != pt.IGNORE].tolist())
+        if ex.decisive == 1:  # "(B) left<|im_end|>" -> "(B)<|im_end|>"
+            assert kept == ex.answer.split(")")[0] + ")<|im_end|>", (kept, full)
+        else:  # yes/no and open answers: every token
+            assert kept == full

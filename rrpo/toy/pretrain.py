@@ -521,7 +521,9 @@ def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**{k: batch[k] for k in keys}, use_cache=False).logits
 
 
-def decisive_labels(batch: dict[str, torch.Tensor], examples: Sequence[Example]) -> torch.Tensor:
+def decisive_labels(
+    batch: dict[str, torch.Tensor], examples: Sequence[Example], *, keep_format: bool = False
+) -> torch.Tensor:
     """Labels [B, L] keeping, for examples with a decisive token (multiple choice, yes/no), only that
     token (the option letter, "Yes"/"No"); open and auxiliary answers keep every token. The format
     tokens around a letter are free to predict and would otherwise dominate the loss."""
@@ -529,9 +531,13 @@ def decisive_labels(batch: dict[str, torch.Tensor], examples: Sequence[Example])
     for i, ex in enumerate(examples):
         if ex.decisive is not None:
             pos = int(batch["answer_start"][i]) + int(ex.decisive)
-            keep = labels[i, pos].clone()
+            start = int(batch["answer_start"][i])
+            end = int((batch["labels"][i] != IGNORE).nonzero().max()) + 1
+            # keep_format: also the reply's frame, "(" B ")" ... <|im_end|>, not the option text.
+            keep = list(range(start, min(pos + 2, end))) + [end - 1] if keep_format else [pos]
+            kept = labels[i, keep].clone()
             labels[i] = IGNORE
-            labels[i, pos] = keep
+            labels[i, keep] = kept
     return labels
 
 
@@ -646,6 +652,7 @@ class TrainConfig:
     focus_steps: int = 0  # first steps on focus_kinds only (see `example_order`)
     aux_kinds: tuple[str, ...] = ()  # auxiliary pooling tasks added to every clip (`AUX_PROMPTS`)
     decisive_loss: bool = False  # mcq / yes-no examples: loss on the deciding token only
+    format_loss: bool = False  # with decisive_loss: also the reply's format tokens (not the option text)
 
 
 # The committed checkpoint's settings (`rrpo toy pretrain` defaults; see checkpoint/PROVENANCE.md).
@@ -768,7 +775,7 @@ def train(
             g["lr"] = lr_at(step, cfg)
         chosen = [examples[i] for i in idx]
         b = encoder.batch(chosen, frames)
-        labels = decisive_labels(b, chosen) if cfg.decisive_loss else b["labels"]
+        labels = decisive_labels(b, chosen, keep_format=cfg.format_loss) if cfg.decisive_loss else b["labels"]
         loss = answer_loss(forward_logits(model, b), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -54,7 +54,9 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         "--focus-kinds", default=None, help="comma-separated example kinds of the first --focus-steps steps"
     )
     p.add_argument(
-        "--kinds", default=None, help="comma-separated turn kinds of pretrain.jsonl to train on (default: all)"
+        "--kinds",
+        default=None,
+        help="comma-separated turn kinds of pretrain.jsonl to train on (default: all)",
     )
     p.add_argument(
         "--aux-tasks",
@@ -71,6 +73,12 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="multiple-choice and yes/no examples: loss on the deciding token (letter, Yes/No) only",
+    )
+    p.add_argument(
+        "--format-loss",
+        action="store_true",
+        default=None,
+        help='with --decisive-loss: also train the reply format ("(", ")", end of turn), not the option text',
     )
     p.add_argument("--n-pretrain", type=int, default=None, help="pretraining clips of the generated dataset")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
@@ -136,6 +144,7 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             "aux_kinds": _kinds(args.aux_tasks),
             "kinds": _kinds(args.kinds),
             "decisive_loss": args.decisive_loss,
+            "format_loss": args.format_loss,
         }.items()
         if v is not None
     }
