@@ -23,7 +23,11 @@ def demo_run(tmp_path_factory) -> Path:
 
 def test_report_structure_and_files(demo_run: Path) -> None:
     report = (demo_run / "report.md").read_text()
-    for heading in ("## Base model and self-alignment data", "## Held-out scores (%)", "## The paper's claims, here"):
+    for heading in (
+        "## Base model and self-alignment data",
+        "## Held-out scores (%)",
+        "## The paper's claims, here",
+    ):
         assert heading in report
     for png in ("scores.png", "kl.png", "training.png"):
         assert (demo_run / png).stat().st_size > 2000 and f"]({png})" in report
@@ -40,15 +44,23 @@ def test_every_number_in_the_report_comes_from_written_files(demo_run: Path) -> 
         evals[str(path.relative_to(demo_run / "eval").parent)] = json.loads(path.read_text())["metrics"]
     for bench, written in evals.items():
         method_seed, name = bench.rsplit("/", 1)
-        table_src = results["evaluations"]["base"] if method_seed == "base" else \
-            results["evaluations"][method_seed.split("/")[0]][method_seed.split("/")[1]]
+        table_src = (
+            results["evaluations"]["base"]
+            if method_seed == "base"
+            else results["evaluations"][method_seed.split("/")[0]][method_seed.split("/")[1]]
+        )
         for key, value in table_src[name].items():
             assert written[key] == value, f"{bench}:{key} in results.json differs from the eval's own file"
     for method in ("dpo", "rrpo"):
         dev = json.loads((demo_run / "deviation" / method / "seed0" / "deviation.json").read_text())
         assert results["table"]["kl_from_base"][method]["values"] == [dev["mean_token_kl"]]
-        rows = [json.loads(line) for line in (demo_run / "runs" / method / "seed0" / "metrics.jsonl").read_text().splitlines()]
-        assert results["training"][method]["seed0"]["loss"] == [r["loss"] for r in rows if "rewards/margins" in r]
+        rows = [
+            json.loads(line)
+            for line in (demo_run / "runs" / method / "seed0" / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert results["training"][method]["seed0"]["loss"] == [
+            r["loss"] for r in rows if "rewards/margins" in r
+        ]
     summary = json.loads((demo_run / "data" / "summary.json").read_text())
     assert results["data_generation"]["pairs_made"] == summary["pairs_made"] > 0
     pairs = (demo_run / "data" / "pairs.jsonl").read_text().splitlines()
@@ -75,4 +87,6 @@ def test_every_number_in_the_report_comes_from_written_files(demo_run: Path) -> 
         mantissa, _, exponent = text.partition("e")
         digits = len(mantissa.split(".")[1]) if "." in mantissa else 0
         tolerance = 0.5 * 10 ** (int(exponent or 0) - digits)  # half a unit in the last printed digit
-        assert any(abs(k - value) <= tolerance * 1.0001 for k in known), f"{text} in report.md is not in results.json"
+        assert any(abs(k - value) <= tolerance * 1.0001 for k in known), (
+            f"{text} in report.md is not in results.json"
+        )

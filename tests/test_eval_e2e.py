@@ -21,24 +21,42 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     model = build_tiny_model("qwen2-vl", root / "model", num_frames=4)
     rng = np.random.default_rng(1)
     for i in range(3):
-        write_video(root / "videos" / f"c{i}.mp4", rng.integers(0, 255, (6, 56, 56, 3), dtype=np.uint8), fps=4)
+        write_video(
+            root / "videos" / f"c{i}.mp4", rng.integers(0, 255, (6, 56, 56, 3), dtype=np.uint8), fps=4
+        )
     # VideoHallucer layout: <category>/<category>.json, one pair's video is missing.
     cat = root / "vh" / "object_relation"
     cat.mkdir(parents=True)
     pairs = [
-        {"basic": {"video": f"c{i}.mp4", "question": f"Is there a dog {i}?", "answer": "yes"},
-         "hallucination": {"video": f"c{i}.mp4", "question": f"Is there a cat {i}?", "answer": "no"},
-         "type": "object_relation"}
+        {
+            "basic": {"video": f"c{i}.mp4", "question": f"Is there a dog {i}?", "answer": "yes"},
+            "hallucination": {"video": f"c{i}.mp4", "question": f"Is there a cat {i}?", "answer": "no"},
+            "type": "object_relation",
+        }
         for i in range(2)
-    ] + [{"basic": {"video": "gone.mp4", "question": "Q?", "answer": "yes"},
-          "hallucination": {"video": "gone.mp4", "question": "Q?", "answer": "no"}, "type": "object_relation"}]
+    ] + [
+        {
+            "basic": {"video": "gone.mp4", "question": "Q?", "answer": "yes"},
+            "hallucination": {"video": "gone.mp4", "question": "Q?", "answer": "no"},
+            "type": "object_relation",
+        }
+    ]
     (cat / "object_relation.json").write_text(json.dumps(pairs))
     # MVBench layout: one json per task.
     (root / "mvb").mkdir()
-    (root / "mvb" / "order.json").write_text(json.dumps([
-        {"video": f"c{i}.mp4", "question": f"Which first {i}?", "candidates": ["red", "blue", "green"], "answer": "blue"}
-        for i in range(3)
-    ]))
+    (root / "mvb" / "order.json").write_text(
+        json.dumps(
+            [
+                {
+                    "video": f"c{i}.mp4",
+                    "question": f"Which first {i}?",
+                    "candidates": ["red", "blue", "green"],
+                    "answer": "blue",
+                }
+                for i in range(3)
+            ]
+        )
+    )
     return {"root": root, "model": model}
 
 
@@ -48,9 +66,23 @@ def _preds(out: Path) -> list[dict]:
 
 def test_eval_videohallucer_scores_and_reports_missing(setup, tmp_path) -> None:
     out = tmp_path / "vh_run"
-    args = ["eval", "--model", str(setup["model"]), "--benchmark", "videohallucer",
-            "--annotations", str(setup["root"] / "vh"), "--video-root", str(setup["root"] / "videos"),
-            "--frames", "4", "--max-new-tokens", "4", "--out", str(out)]
+    args = [
+        "eval",
+        "--model",
+        str(setup["model"]),
+        "--benchmark",
+        "videohallucer",
+        "--annotations",
+        str(setup["root"] / "vh"),
+        "--video-root",
+        str(setup["root"] / "videos"),
+        "--frames",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     preds = {p["id"]: p["prediction"] for p in _preds(out)}
@@ -62,19 +94,45 @@ def test_eval_videohallucer_scores_and_reports_missing(setup, tmp_path) -> None:
     # An independent rescoring of the written predictions with the official rule: \b(gold)\b in the reply.
     import re
 
-    gold = {"object_relation/0/basic": "yes", "object_relation/0/hallucination": "no",
-            "object_relation/1/basic": "yes", "object_relation/1/hallucination": "no"}
+    gold = {
+        "object_relation/0/basic": "yes",
+        "object_relation/0/hallucination": "no",
+        "object_relation/1/basic": "yes",
+        "object_relation/1/hallucination": "no",
+    }
     assert set(preds) == set(gold)
     hits = {k: bool(re.search(rf"\b({gold[k]})\b", preds[k], re.IGNORECASE)) for k in gold}
-    pair_acc = sum(hits[f"object_relation/{i}/basic"] and hits[f"object_relation/{i}/hallucination"] for i in range(2)) / 2
+    pair_acc = (
+        sum(
+            hits[f"object_relation/{i}/basic"] and hits[f"object_relation/{i}/hallucination"]
+            for i in range(2)
+        )
+        / 2
+    )
     assert results["metrics"][results["headline"]] == pytest.approx(100 * pair_acc)
 
 
 def test_eval_resumes_from_appended_predictions(setup, tmp_path, monkeypatch) -> None:
     out = tmp_path / "mvb_run"
-    args = ["eval", "--model", str(setup["model"]), "--benchmark", "mvbench", "--annotations",
-            str(setup["root"] / "mvb"), "--video-root", str(setup["root"] / "videos"), "--frames", "4",
-            "--max-new-tokens", "4", "--batch-size", "2", "--out", str(out)]
+    args = [
+        "eval",
+        "--model",
+        str(setup["model"]),
+        "--benchmark",
+        "mvbench",
+        "--annotations",
+        str(setup["root"] / "mvb"),
+        "--video-root",
+        str(setup["root"] / "videos"),
+        "--frames",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     first = _preds(out)
     assert len(first) == 3
@@ -101,15 +159,47 @@ def test_deviation_is_zero_for_untrained_adapter_and_matches_naive(setup, tmp_pa
     from rrpo.models import load_model
 
     vlm = load_model(setup["model"], num_frames=4)
-    peft_model = get_peft_model(vlm.model, LoraConfig(r=4, lora_alpha=8, target_modules=vlm.lora_target_modules))
+    peft_model = get_peft_model(
+        vlm.model, LoraConfig(r=4, lora_alpha=8, target_modules=vlm.lora_target_modules)
+    )
     adapter = tmp_path / "adapter"
     peft_model.save_pretrained(adapter)
     data = tmp_path / "qs.jsonl"
-    data.write_text("\n".join(json.dumps(
-        {"id": f"q{i}", "video": f"c{i}.mp4", "question": "Is it red?", "answer": "yes", "answer_type": "yesno"})
-        for i in range(3)) + "\n")
-    assert main(["deviation", "--model", str(setup["model"]), "--adapter", str(adapter), "--data", str(data),
-                 "--video-root", str(setup["root"] / "videos"), "--frames", "4", "--out", str(tmp_path / "dev0")]) == 0
+    data.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "video": f"c{i}.mp4",
+                    "question": "Is it red?",
+                    "answer": "yes",
+                    "answer_type": "yesno",
+                }
+            )
+            for i in range(3)
+        )
+        + "\n"
+    )
+    assert (
+        main(
+            [
+                "deviation",
+                "--model",
+                str(setup["model"]),
+                "--adapter",
+                str(adapter),
+                "--data",
+                str(data),
+                "--video-root",
+                str(setup["root"] / "videos"),
+                "--frames",
+                "4",
+                "--out",
+                str(tmp_path / "dev0"),
+            ]
+        )
+        == 0
+    )
     zero = json.loads((tmp_path / "dev0" / "deviation.json").read_text())
     assert zero["examples"] == 3 and zero["mean_token_kl"] == pytest.approx(0.0, abs=1e-7)
     assert (tmp_path / "dev0" / "deviation.png").stat().st_size > 1000
@@ -124,8 +214,15 @@ def test_deviation_is_zero_for_untrained_adapter_and_matches_naive(setup, tmp_pa
     from rrpo.eval.deviation import model_deviation
 
     aligned = load_model(setup["model"], adapter_dir=adapter, num_frames=4)
-    result = model_deviation(setup["model"], adapter, data, setup["root"] / "videos", tmp_path / "dev1",
-                             vlm=aligned, progress=False)
+    result = model_deviation(
+        setup["model"],
+        adapter,
+        data,
+        setup["root"] / "videos",
+        tmp_path / "dev1",
+        vlm=aligned,
+        progress=False,
+    )
     assert result["mean_token_kl"] > 1e-4
     from rrpo.models.packing import encode_prefix, encode_response
 
@@ -136,7 +233,9 @@ def test_deviation_is_zero_for_untrained_adapter_and_matches_naive(setup, tmp_pa
     ids = torch.cat([prefix_ids, resp_ids]).unsqueeze(0)
     kwargs = {k: v for k, v in mm.items() if k != "mm_token_type_ids"}
     if "mm_token_type_ids" in mm:  # 1 on video tokens of the prefix, 0 on the appended response
-        kwargs["mm_token_type_ids"] = torch.cat([mm["mm_token_type_ids"], torch.zeros_like(resp_ids)]).unsqueeze(0)
+        kwargs["mm_token_type_ids"] = torch.cat(
+            [mm["mm_token_type_ids"], torch.zeros_like(resp_ids)]
+        ).unsqueeze(0)
     with torch.no_grad():
         pol = aligned.model(input_ids=ids, **kwargs).logits.double().log_softmax(-1)
         with aligned.model.disable_adapter():
@@ -156,9 +255,30 @@ def test_eval_data_parallel_two_processes(setup, tmp_path) -> None:
     if not torchrun.exists():
         pytest.skip("torchrun not installed beside this python")
     out = tmp_path / "ddp_eval"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29531", "-m", "rrpo.cli", "eval",
-           "--model", str(setup["model"]), "--benchmark", "mvbench", "--annotations", str(setup["root"] / "mvb"),
-           "--video-root", str(setup["root"] / "videos"), "--frames", "4", "--max-new-tokens", "4", "--out", str(out)]
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "rrpo.cli",
+        "eval",
+        "--model",
+        str(setup["model"]),
+        "--benchmark",
+        "mvbench",
+        "--annotations",
+        str(setup["root"] / "mvb"),
+        "--video-root",
+        str(setup["root"] / "videos"),
+        "--frames",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -176,34 +296,72 @@ def _annotations(name: str, root: Path) -> Path:
     mc = {"question": "Which colour?", "candidates": ["red", "blue", "green"], "answer": "blue"}
     if name == "videohallucer":
         (ann / "temporal").mkdir()
-        (ann / "temporal" / "temporal.json").write_text(json.dumps([{
-            "basic": {"video": "a.mp4", "question": "Is it red?", "answer": "yes"},
-            "hallucination": {"video": "a.mp4", "question": "Is it blue?", "answer": "no"}, "type": "temporal"}]))
+        (ann / "temporal" / "temporal.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "basic": {"video": "a.mp4", "question": "Is it red?", "answer": "yes"},
+                        "hallucination": {"video": "a.mp4", "question": "Is it blue?", "answer": "no"},
+                        "type": "temporal",
+                    }
+                ]
+            )
+        )
     elif name in ("tvbench", "mvbench"):
-        (ann / "action_sequence.json").write_text(json.dumps([{**mc, "video": "a.mp4"},
-                                                              {**mc, "video": "b.mp4", "start": 0.1, "end": 0.9}]))
+        (ann / "action_sequence.json").write_text(
+            json.dumps([{**mc, "video": "a.mp4"}, {**mc, "video": "b.mp4", "start": 0.1, "end": 0.9}])
+        )
     elif name == "mlvu":
-        (ann / "4_count.json").write_text(json.dumps([{**mc, "video": "a.mp4", "duration": 1.5, "question_type": "count"}]))
+        (ann / "4_count.json").write_text(
+            json.dumps([{**mc, "video": "a.mp4", "duration": 1.5, "question_type": "count"}])
+        )
     elif name == "videomme":
-        (ann / "videomme.json").write_text(json.dumps([{
-            "video_id": "001", "videoID": "a", "duration": "short", "domain": "Knowledge", "task_type": "Counting",
-            "question_id": "001-1", "question": "How many?", "options": ["A. one", "B. two", "C. three", "D. four"],
-            "answer": "B"}]))
+        (ann / "videomme.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "video_id": "001",
+                        "videoID": "a",
+                        "duration": "short",
+                        "domain": "Knowledge",
+                        "task_type": "Counting",
+                        "question_id": "001-1",
+                        "question": "How many?",
+                        "options": ["A. one", "B. two", "C. three", "D. four"],
+                        "answer": "B",
+                    }
+                ]
+            )
+        )
     elif name == "tempcompass":
         (ann / "questions").mkdir()
-        (ann / "questions" / "multi-choice.json").write_text(json.dumps(
-            {"a": {"speed": [{"question": "How fast?\nA. slow\nB. fast", "answer": "B. fast"}]}}))
-        (ann / "questions" / "yes_no.json").write_text(json.dumps(
-            {"a": {"speed": [{"question": "Is it slow?", "answer": "no"}]}}))
+        (ann / "questions" / "multi-choice.json").write_text(
+            json.dumps({"a": {"speed": [{"question": "How fast?\nA. slow\nB. fast", "answer": "B. fast"}]}})
+        )
+        (ann / "questions" / "yes_no.json").write_text(
+            json.dumps({"a": {"speed": [{"question": "Is it slow?", "answer": "no"}]}})
+        )
     elif name == "longvideobench":
-        (ann / "lvb_val.json").write_text(json.dumps([{
-            "id": "q1", "video_path": "a.mp4", "question": "Which?", "candidates": ["p", "q", "r", "s", "t"],
-            "correct_choice": 3, "duration_group": 15}]))
+        (ann / "lvb_val.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "id": "q1",
+                        "video_path": "a.mp4",
+                        "question": "Which?",
+                        "candidates": ["p", "q", "r", "s", "t"],
+                        "correct_choice": 3,
+                        "duration_group": 15,
+                    }
+                ]
+            )
+        )
     return ann
 
 
-@pytest.mark.parametrize("name", ["videohallucer", "tvbench", "mvbench", "mlvu", "videomme", "tempcompass",
-                                  "longvideobench"])
+@pytest.mark.parametrize(
+    "name", ["videohallucer", "tvbench", "mvbench", "mlvu", "videomme", "tempcompass", "longvideobench"]
+)
 def test_eval_every_benchmark_layout(setup, tmp_path, name) -> None:
     from rrpo.eval.benchmarks import BENCHMARKS
 
@@ -214,8 +372,28 @@ def test_eval_every_benchmark_layout(setup, tmp_path, name) -> None:
     for video in {it.video for it in items}:
         write_video(videos / video, rng.integers(0, 255, (8, 56, 56, 3), dtype=np.uint8), fps=8)
     out = tmp_path / "run"
-    assert main(["eval", "--model", str(setup["model"]), "--benchmark", name, "--annotations", str(ann),
-                 "--video-root", str(videos), "--frames", "4", "--max-new-tokens", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(setup["model"]),
+                "--benchmark",
+                name,
+                "--annotations",
+                str(ann),
+                "--video-root",
+                str(videos),
+                "--frames",
+                "4",
+                "--max-new-tokens",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert sorted(p["id"] for p in _preds(out)) == sorted(it.id for it in items)
     results = json.loads((out / "results.json").read_text())
     assert results["excluded_videos_count"] == 0 and results["meta"]["benchmark"] == name

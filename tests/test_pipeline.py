@@ -28,11 +28,18 @@ def _questions(root: Path, n: int) -> list[VideoQuestion]:
     for i in range(n):
         _clip(root / f"v{i}.mp4", 60 + 10 * i)
         if i % 2 == 0:
-            q = VideoQuestion(id=f"q{i}", video=f"v{i}.mp4", question=f"What is shown {i}?",
-                              answer="B", answer_type="mcq", options=["a cat", "a red dog", "a bird"])
+            q = VideoQuestion(
+                id=f"q{i}",
+                video=f"v{i}.mp4",
+                question=f"What is shown {i}?",
+                answer="B",
+                answer_type="mcq",
+                options=["a cat", "a red dog", "a bird"],
+            )
         else:
-            q = VideoQuestion(id=f"q{i}", video=f"v{i}.mp4", question=f"Is it there {i}?",
-                              answer="yes", answer_type="yesno")
+            q = VideoQuestion(
+                id=f"q{i}", video=f"v{i}.mp4", question=f"Is it there {i}?", answer="yes", answer_type="yesno"
+            )
         qs.append(q.validate())
     return qs
 
@@ -51,10 +58,20 @@ def masked_fooled_generator(items):
 
 def test_pairs_rejects_and_summary(tmp_path: Path) -> None:
     qs = _questions(tmp_path, 4)
-    qs.append(VideoQuestion(id="missing", video="nope.mp4", question="Q?", answer="no", answer_type="yesno").validate())
+    qs.append(
+        VideoQuestion(
+            id="missing", video="nope.mp4", question="Q?", answer="no", answer_type="yesno"
+        ).validate()
+    )
     out = tmp_path / "out" / "pairs.jsonl"
-    summary = generate_pairs(qs, tmp_path, out, masked_fooled_generator, GenerateConfig(frames=8, num_perturbations=2),
-                             progress=False)
+    summary = generate_pairs(
+        qs,
+        tmp_path,
+        out,
+        masked_fooled_generator,
+        GenerateConfig(frames=8, num_perturbations=2),
+        progress=False,
+    )
     pairs = [PreferencePair.from_dict(json.loads(line)) for line in out.read_text().splitlines()]
     # Masking 25-50% of 8 frames always blacks out at least one: every real record becomes a pair.
     assert summary["pairs_made"] == 4 and len(pairs) == 4
@@ -64,7 +81,9 @@ def test_pairs_rejects_and_summary(tmp_path: Path) -> None:
     by_id = {p.id: p for p in pairs}
     mcq = by_id["q0"]
     assert (mcq.chosen, mcq.rejected) == ("(B) a red dog", "(A) a cat")
-    assert [mcq.chosen[s:e] for s, e in mcq.chosen_spans] and [mcq.rejected[s:e] for s, e in mcq.rejected_spans]
+    assert [mcq.chosen[s:e] for s, e in mcq.chosen_spans] and [
+        mcq.rejected[s:e] for s, e in mcq.rejected_spans
+    ]
     assert "B" in "".join(mcq.chosen[s:e] for s, e in mcq.chosen_spans)
     yn = by_id["q1"]
     assert (yn.chosen, yn.rejected) == ("Yes", "No")
@@ -76,14 +95,26 @@ def test_pairs_rejects_and_summary(tmp_path: Path) -> None:
 def test_correct_everywhere_goes_to_correct_file(tmp_path: Path) -> None:
     qs = _questions(tmp_path, 2)
     out = tmp_path / "pairs.jsonl"
-    summary = generate_pairs(qs, tmp_path, out, masked_fooled_generator,
-                             GenerateConfig(frames=8, perturb="local_shuffle"), progress=False)
+    summary = generate_pairs(
+        qs,
+        tmp_path,
+        out,
+        masked_fooled_generator,
+        GenerateConfig(frames=8, perturb="local_shuffle"),
+        progress=False,
+    )
     assert summary["pairs_made"] == 0 and summary["correct_on_every_perturbation"] == 2
     assert len((tmp_path / "correct.jsonl").read_text().splitlines()) == 2
     # A rerun finds everything done and calls the generator for nothing.
     calls = []
-    summary2 = generate_pairs(qs, tmp_path, out, lambda items: calls.append(items) or [],
-                              GenerateConfig(frames=8, perturb="local_shuffle"), progress=False)
+    summary2 = generate_pairs(
+        qs,
+        tmp_path,
+        out,
+        lambda items: calls.append(items) or [],
+        GenerateConfig(frames=8, perturb="local_shuffle"),
+        progress=False,
+    )
     assert calls == [] and summary2["resumed_done"] == 2 and summary2["totals"]["correct"] == 2
 
 
@@ -91,8 +122,9 @@ def test_shards_partition_and_merge(tmp_path: Path) -> None:
     qs = _questions(tmp_path, 6)
     out = tmp_path / "pairs.jsonl"
     for i in range(2):
-        generate_pairs(qs, tmp_path, out, masked_fooled_generator,
-                       GenerateConfig(frames=8, shard=(i, 2)), progress=False)
+        generate_pairs(
+            qs, tmp_path, out, masked_fooled_generator, GenerateConfig(frames=8, shard=(i, 2)), progress=False
+        )
     merged = merge_shards(out, 2)
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == sorted(q.id for q in qs) and merged["totals"]["pairs"] == 6
@@ -133,16 +165,29 @@ def test_kill_9_and_resume(tmp_path: Path) -> None:
         f.write('{"id": "q99", "vid')
     qs = _questions(tmp_path, n)
     with pytest.warns(UserWarning):
-        generate_pairs(qs, tmp_path, pairs, masked_fooled_generator,
-                       GenerateConfig(frames=8, batch_size=2, num_perturbations=1), progress=False)
+        generate_pairs(
+            qs,
+            tmp_path,
+            pairs,
+            masked_fooled_generator,
+            GenerateConfig(frames=8, batch_size=2, num_perturbations=1),
+            progress=False,
+        )
     ids = [json.loads(line)["id"] for line in pairs.read_text().splitlines()]
     assert sorted(ids) == sorted(q.id for q in qs), "no lost and no duplicated records"
 
 
 def _open_questions(root: Path) -> list[VideoQuestion]:
     _clip(root / "o.mp4", 90)
-    return [VideoQuestion(id="open1", video="o.mp4", question="What happens?",
-                          answer="A red circle slowly moves to the left side of the frame.", answer_type="open").validate()]
+    return [
+        VideoQuestion(
+            id="open1",
+            video="o.mp4",
+            question="What happens?",
+            answer="A red circle slowly moves to the left side of the frame.",
+            answer_type="open",
+        ).validate()
+    ]
 
 
 def _scripted_llm(request):
@@ -154,8 +199,10 @@ def _scripted_llm(request):
         return Reply('{"pred": "no", "score": 1}')
     if len(messages) == 1:  # differ, first turn
         return Reply("Sentence 1 has a red circle, Sentence 2 a blue square.")
-    return Reply("Sentence 1: A <MASK> red circle </MASK> slowly moves to the left side of the frame.\n"
-                 "Sentence 2: A <MASK> blue square </MASK> slowly moves to the left side of the frame.")
+    return Reply(
+        "Sentence 1: A <MASK> red circle </MASK> slowly moves to the left side of the frame.\n"
+        "Sentence 2: A <MASK> blue square </MASK> slowly moves to the left side of the frame."
+    )
 
 
 def test_open_answers_with_llm_judge_and_differ_and_retry_after_outage(tmp_path: Path, monkeypatch) -> None:
@@ -195,11 +242,29 @@ def test_generate_cli_with_tiny_model(tmp_path: Path) -> None:
     data = tmp_path / "questions.jsonl"
     data.write_text("".join(json.dumps(q.to_dict()) + "\n" for q in qs))
     out = tmp_path / "gen" / "pairs.jsonl"
-    args = ["generate", "--model", str(model), "--data", str(data), "--video-root", str(tmp_path), "--out", str(out),
-            "--frames", "4", "--max-new-tokens", "4", "--num-perturbations", "2"]
+    args = [
+        "generate",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--video-root",
+        str(tmp_path),
+        "--out",
+        str(out),
+        "--frames",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--num-perturbations",
+        "2",
+    ]
     assert main(args) == 0
     summary = json.loads((out.parent / "summary.json").read_text())
-    outcomes = sum(len((out.parent / f).read_text().splitlines()) for f in ("pairs.jsonl", "rejects.jsonl", "correct.jsonl"))
+    outcomes = sum(
+        len((out.parent / f).read_text().splitlines())
+        for f in ("pairs.jsonl", "rejects.jsonl", "correct.jsonl")
+    )
     assert summary["records_seen"] == 3 and outcomes == 3, "every record ends in exactly one file"
     assert summary["pairs_made"] + summary["correct_on_every_perturbation"] + summary["rejects"] == 3
     # Rerun: nothing left to do.
@@ -212,16 +277,45 @@ def test_bad_question_file_reports_every_problem(tmp_path: Path) -> None:
 
     data = tmp_path / "q.jsonl"
     data.write_text(
-        json.dumps({"id": "a", "video": "v.mp4", "question": "Q?", "answer": "maybe", "answer_type": "yesno"}) + "\n"
-        + json.dumps({"id": "b", "video": "v.mp4", "question": "Q?", "answer": "E", "answer_type": "mcq",
-                      "options": ["x", "y"]}) + "\n"
-        + json.dumps({"id": "c", "video": "v.mp4", "question": "Q?", "answer": "x", "answer_type": "mcq"}) + "\n"
+        json.dumps({"id": "a", "video": "v.mp4", "question": "Q?", "answer": "maybe", "answer_type": "yesno"})
+        + "\n"
+        + json.dumps(
+            {
+                "id": "b",
+                "video": "v.mp4",
+                "question": "Q?",
+                "answer": "E",
+                "answer_type": "mcq",
+                "options": ["x", "y"],
+            }
+        )
+        + "\n"
+        + json.dumps({"id": "c", "video": "v.mp4", "question": "Q?", "answer": "x", "answer_type": "mcq"})
+        + "\n"
     )
     with pytest.raises(Exception) as err:
         from rrpo.data.record import load_questions
 
         load_questions(data)
     text = str(err.value)
-    assert all(f"'{rid}'" in text or f"{rid}" in text for rid in "abc") and "answer" in text and "options" in text
-    assert main(["generate", "--model", "unused", "--data", str(data), "--video-root", str(tmp_path),
-                 "--out", str(tmp_path / "p.jsonl")]) == 1
+    assert (
+        all(f"'{rid}'" in text or f"{rid}" in text for rid in "abc")
+        and "answer" in text
+        and "options" in text
+    )
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                "unused",
+                "--data",
+                str(data),
+                "--video-root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "p.jsonl"),
+            ]
+        )
+        == 1
+    )

@@ -199,6 +199,64 @@ def test_committed_checkpoint_answers_in_format(tmp_path):
     assert all(yes_no(r) in ("yes", "no") for r in replies[len(items) :]), replies
 
 
+def _pixel_direction(mask: np.ndarray) -> str:
+    """Direction of a [T, H, W] mask's centroid between its first and last visible frame."""
+    ts = np.flatnonzero(mask.any((1, 2)))
+    ys, xs = [np.array([np.argwhere(mask[t])[:, k].mean() for t in (ts[0], ts[-1])]) for k in (0, 1)]
+    dx, dy = xs[1] - xs[0], ys[1] - ys[0]
+    return ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
+
+
+def test_motion_and_yesno_aux_examples_match_rendered_pixels(world):
+    from rrpo.toy.splits import load_scenes, load_world
+    from rrpo.toy.world import PALETTE, WorldConfig, render_clip
+
+    records = pt.read_pretrain(world)
+    scenes = load_scenes(world)
+    cfg = load_world(world)["config"]
+    colours = cfg["colours"]
+    kinds = ["directions", "which_direction", "yesno_motion", "yesno_temporal"]
+    exs = pt.aux_examples(records, scenes, colours, kinds, WorldConfig(**cfg))
+    counts = {k: sum(e.kind == k for e in exs) for k in kinds}
+    assert counts["directions"] == len(records) and counts["yesno_motion"] == 2 * len(records)
+    assert counts["yesno_temporal"] > 0 and counts["yesno_temporal"] % 2 == 0
+    yes_no = {"Yes": 0, "No": 0}
+    for ex in exs:
+        frames = render_clip(scenes[records[ex.clip]["id"]])
+        masks = {c: (frames == np.array(PALETTE[c], dtype=np.uint8)).all(-1) for c in colours}
+        moving = {_pixel_direction(m) for m in masks.values() if m.any()}
+        if ex.kind == "directions":
+            assert ex.decisive is None
+            assert ex.answer.split() == [
+                "they",
+                "move",
+                *[d for d in ("left", "right", "up", "down") if d in moving],
+            ]
+        elif ex.kind == "which_direction":
+            named = ex.prompt.rstrip("?").split(": ")[1].split(" or ")
+            assert [d in moving for d in named].count(True) == 1
+            assert ex.answer == "the " + next(d for d in named if d in moving)
+        else:  # yes/no, in the evaluation's prompt, checked against the named colour's pixels
+            assert ex.decisive == 0 and ex.prompt.endswith("Answer the question using 'yes' or 'no'.")
+            yes_no[ex.answer] += 1
+            words = ex.prompt.split("?")[0].split()
+            named = [w for w in words if w in colours]
+            visible = {c: np.flatnonzero(masks[c].any((1, 2))) for c in named}
+            if words[0] == "Does" and words[-2] == "move":
+                truth = _pixel_direction(masks[named[0]]) == words[-1]
+            elif words[0] == "Does":  # "Does the A appear before the B?"
+                truth = visible[named[0]][0] < visible[named[1]][0]
+            else:  # "Is the X visible at the beginning / end of the video?"
+                frame = 0 if "beginning" in words else len(frames) - 1
+                truth = bool(masks[named[0]][frame].any())
+            assert ex.answer == ("Yes" if truth else "No"), ex.prompt
+    assert yes_no["Yes"] == yes_no["No"] > 0  # both sides of every pair
+    again = pt.aux_examples(records, scenes, colours, kinds, WorldConfig(**cfg))
+    assert [(e.prompt, e.answer) for e in again] == [(e.prompt, e.answer) for e in exs]  # reproducible
+    with pytest.raises(RRPOError, match="world's config"):
+        pt.aux_examples(records, scenes, colours, ["yesno_motion"])
+
+
 def test_aux_examples_match_rendered_pixels(world):
     from rrpo.toy.splits import load_scenes, load_world
     from rrpo.toy.world import PALETTE, render_clip
@@ -232,12 +290,7 @@ def test_aux_examples_match_rendered_pixels(world):
             assert set(named) <= seen and ex.answer == "the " + min(named, key=first.get)
         else:  # the first colour's pixel centroid moves in the stated direction
             first = {c: int(np.flatnonzero(masks[c].any((1, 2)))[0]) for c in seen}
-            mask = masks[min(first, key=first.get)]
-            ts = np.flatnonzero(mask.any((1, 2)))
-            ys, xs = [np.array([np.argwhere(mask[t])[:, k].mean() for t in (ts[0], ts[-1])]) for k in (0, 1)]
-            dx, dy = xs[1] - xs[0], ys[1] - ys[0]
-            want = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
-            assert ex.answer == f"it moves {want}"
+            assert ex.answer == f"it moves {_pixel_direction(masks[min(first, key=first.get)])}"
     orders = {
         ex.prompt.split(": ")[1].split(" or ")[0] in ex.answer for ex in exs if ex.kind == "which_colour"
     }

@@ -22,8 +22,16 @@ from rrpo.train.trainer import train
 from rrpo.video import write_video
 
 REQUIRED_METRICS = {
-    "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-    "kl/chosen", "logps/chosen", "logps/rejected", "grad_norm", "learning_rate",
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "kl/chosen",
+    "logps/chosen",
+    "logps/rejected",
+    "grad_norm",
+    "learning_rate",
 }
 
 
@@ -36,28 +44,64 @@ def world(tmp_path_factory) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     pairs = []
     for i in range(6):
-        write_video(root / "videos" / f"v{i}.mp4", rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8), fps=4)
+        write_video(
+            root / "videos" / f"v{i}.mp4", rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8), fps=4
+        )
         chosen, rejected = ("(B) a red circle", "(A) a blue square") if i % 2 else ("Yes", "No")
-        pairs.append(PreferencePair(
-            id=f"p{i}", video=f"videos/v{i}.mp4", question=f"Question {i}?", chosen=chosen, rejected=rejected,
-            chosen_spans=[(0, len(chosen))], rejected_spans=[(0, len(rejected))]))
+        pairs.append(
+            PreferencePair(
+                id=f"p{i}",
+                video=f"videos/v{i}.mp4",
+                question=f"Question {i}?",
+                chosen=chosen,
+                rejected=rejected,
+                chosen_spans=[(0, len(chosen))],
+                rejected_spans=[(0, len(rejected))],
+            )
+        )
     good = root / "pairs.jsonl"
     write_pairs(good, pairs)
     bad = pairs + [
-        PreferencePair(id="missing", video="videos/nope.mp4", question="Q?", chosen="Yes", rejected="No",
-                       chosen_spans=[(0, 3)], rejected_spans=[(0, 2)]),
-        PreferencePair(id="nospan", video="videos/v0.mp4", question="Q?", chosen="Yes", rejected="No",
-                       chosen_spans=[(0, 3)], rejected_spans=[]),
+        PreferencePair(
+            id="missing",
+            video="videos/nope.mp4",
+            question="Q?",
+            chosen="Yes",
+            rejected="No",
+            chosen_spans=[(0, 3)],
+            rejected_spans=[(0, 2)],
+        ),
+        PreferencePair(
+            id="nospan",
+            video="videos/v0.mp4",
+            question="Q?",
+            chosen="Yes",
+            rejected="No",
+            chosen_spans=[(0, 3)],
+            rejected_spans=[],
+        ),
     ]
     write_pairs(root / "bad_pairs.jsonl", bad)
     return {"root": root, "model": model_dir, "pairs": good, "bad_pairs": root / "bad_pairs.jsonl"}
 
 
 def _cfg(world, out: Path, **kw) -> TrainConfig:
-    base = dict(model=str(world["model"]), data=str(world["pairs"]), video_root=str(world["root"]),
-                output_dir=str(out), frames=4, lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=5e-3,
-                per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2, save_steps=100,
-                warmup_ratio=0.0)
+    base = dict(
+        model=str(world["model"]),
+        data=str(world["pairs"]),
+        video_root=str(world["root"]),
+        output_dir=str(out),
+        frames=4,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        learning_rate=5e-3,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        max_steps=2,
+        save_steps=100,
+        warmup_ratio=0.0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -68,10 +112,37 @@ def _metrics(out: Path) -> list[dict]:
 
 def test_train_rrpo_writes_adapter_metrics_and_summary(world, tmp_path) -> None:
     out = tmp_path / "run"
-    rc = main(["train", "--model", str(world["model"]), "--data", str(world["bad_pairs"]),
-               "--video-root", str(world["root"]), "--out", str(out), "--frames", "4", "--lora-r", "4",
-               "--lora-alpha", "8", "--learning-rate", "5e-3", "--batch-size", "2", "--grad-accum", "1",
-               "--max-steps", "2", "--max-skip-fraction", "0.5", "--warmup-ratio", "0"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            str(world["model"]),
+            "--data",
+            str(world["bad_pairs"]),
+            "--video-root",
+            str(world["root"]),
+            "--out",
+            str(out),
+            "--frames",
+            "4",
+            "--lora-r",
+            "4",
+            "--lora-alpha",
+            "8",
+            "--learning-rate",
+            "5e-3",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+            "--max-steps",
+            "2",
+            "--max-skip-fraction",
+            "0.5",
+            "--warmup-ratio",
+            "0",
+        ]
+    )
     assert rc == 0
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     cfg = TrainConfig.from_sources(out / "rrpo_train_config.yaml")
@@ -120,7 +191,20 @@ def test_merge_equals_adapter_model(world, tmp_path) -> None:
 
     out = tmp_path / "run"
     train(_cfg(world, out, max_steps=2))
-    assert main(["merge", "--model", str(world["model"]), "--adapter", str(out), "--out", str(tmp_path / "merged")]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                "--model",
+                str(world["model"]),
+                "--adapter",
+                str(out),
+                "--out",
+                str(tmp_path / "merged"),
+            ]
+        )
+        == 0
+    )
     with_adapter = load_model(world["model"], adapter_dir=out, num_frames=4)
     merged = load_model(tmp_path / "merged", num_frames=4)
     ids = torch.tensor([[5, 6, 7, 8, 9]])
@@ -135,11 +219,40 @@ def test_two_process_data_parallel(world, tmp_path) -> None:
     if shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("torchrun not installed beside this python")
     out = tmp_path / "ddp"
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "rrpo.cli", "train", "--model", str(world["model"]), "--data", str(world["pairs"]),
-           "--video-root", str(world["root"]), "--out", str(out), "--frames", "4", "--lora-r", "4",
-           "--lora-alpha", "8", "--learning-rate", "5e-3", "--batch-size", "1", "--grad-accum", "1",
-           "--max-steps", "2", "--warmup-ratio", "0"]
+    cmd = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "rrpo.cli",
+        "train",
+        "--model",
+        str(world["model"]),
+        "--data",
+        str(world["pairs"]),
+        "--video-root",
+        str(world["root"]),
+        "--out",
+        str(out),
+        "--frames",
+        "4",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--learning-rate",
+        "5e-3",
+        "--batch-size",
+        "1",
+        "--grad-accum",
+        "1",
+        "--max-steps",
+        "2",
+        "--warmup-ratio",
+        "0",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,8 +9,11 @@ BENCHMARK_NAMES = ("videohallucer", "tvbench", "mvbench", "videomme", "mlvu", "t
 
 
 def _add_judge_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--judge-url", default=None,
-                   help="OpenAI-compatible endpoint for answers no rule decides (TempCompass); default: none")
+    p.add_argument(
+        "--judge-url",
+        default=None,
+        help="OpenAI-compatible endpoint for answers no rule decides (TempCompass); default: none",
+    )
     p.add_argument("--judge-model", default="gpt-4o-mini")
     p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY")
     p.add_argument("--judge-cache", default=None, help="cache dir for judge replies")
@@ -23,8 +26,12 @@ def _judge_from(args: argparse.Namespace, default_cache: Path):
     from rrpo.selfalign.judge import make_benchmark_judge
     from rrpo.selfalign.llm import LLMClient
 
-    llm = LLMClient(args.judge_url, args.judge_model, api_key_env=args.judge_api_key_env,
-                    cache_dir=args.judge_cache or str(default_cache))
+    llm = LLMClient(
+        args.judge_url,
+        args.judge_model,
+        api_key_env=args.judge_api_key_env,
+        cache_dir=args.judge_cache or str(default_cache),
+    )
     return make_benchmark_judge(llm)
 
 
@@ -144,9 +151,18 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
     from rrpo.eval.runner import run_eval
 
     run_eval(
-        args.model, args.benchmark, args.annotations, args.video_root, args.out, adapter_dir=args.adapter,
-        frames=args.frames, frame_size=tuple(args.frame_size) if args.frame_size else None,
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, scoring=args.scoring, limit=args.limit,
+        args.model,
+        args.benchmark,
+        args.annotations,
+        args.video_root,
+        args.out,
+        adapter_dir=args.adapter,
+        frames=args.frames,
+        frame_size=tuple(args.frame_size) if args.frame_size else None,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        scoring=args.scoring,
+        limit=args.limit,
         judge=_judge_from(args, args.out / "judge_cache"),
     )
     return 0
@@ -158,8 +174,14 @@ def run_deviation_cmd(args: argparse.Namespace) -> int:
     from rrpo.eval.deviation import model_deviation
 
     result = model_deviation(
-        args.model, args.adapter, args.data, args.video_root, args.out, frames=args.frames,
-        frame_size=tuple(args.frame_size) if args.frame_size else None, limit=args.limit,
+        args.model,
+        args.adapter,
+        args.data,
+        args.video_root,
+        args.out,
+        frames=args.frames,
+        frame_size=tuple(args.frame_size) if args.frame_size else None,
+        limit=args.limit,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "per_example"}, indent=2))
     return 0

@@ -35,7 +35,9 @@ def _examples(path: Path) -> list[dict[str, Any]]:
             out.append({"id": pair.id, "video": pair.video, "prompt": pair.question, "response": pair.chosen})
         else:
             q = VideoQuestion.from_dict(rec, where=f"{path}:{line}")
-            out.append({"id": q.id, "video": q.video, "prompt": question_prompt(q), "response": reference_answer(q)})
+            out.append(
+                {"id": q.id, "video": q.video, "prompt": question_prompt(q), "response": reference_answer(q)}
+            )
     return out
 
 
@@ -78,7 +80,9 @@ def model_deviation(
             out = pair_forward(vlm, vlm.model, collate_pairs(vlm, [enc]), reference=True)
         kl = out.chosen_kl[0][out.chosen_mask[0]].double().cpu().numpy()
         token_kls.append(kl)
-        per_example.append({"id": ex["id"], "mean_kl": float(kl.mean()), "sum_kl": float(kl.sum()), "tokens": len(kl)})
+        per_example.append(
+            {"id": ex["id"], "mean_kl": float(kl.mean()), "sum_kl": float(kl.sum()), "tokens": len(kl)}
+        )
     if not per_example:
         raise RRPOError(f"no example could be scored ({len(skipped)} skipped: {skipped[:3]})")
     means = np.array([p["mean_kl"] for p in per_example])

@@ -62,7 +62,9 @@ def run_eval(
         (present if (video_root / item.video).is_file() else missing).append(item)
 
     merged_path = out_dir / "predictions.jsonl"
-    shard_path = merged_path if state.num_processes == 1 else out_dir / f"predictions.rank{state.process_index}.jsonl"
+    shard_path = (
+        merged_path if state.num_processes == 1 else out_dir / f"predictions.rank{state.process_index}.jsonl"
+    )
     already = {r["id"] for r in read_jsonl(merged_path)} if merged_path.exists() else set()
     mine = [it for i, it in enumerate(present) if i % state.num_processes == state.process_index]
     undecodable: list[dict[str, str]] = []
@@ -71,21 +73,38 @@ def run_eval(
         if todo and vlm is None:
             from rrpo.models import load_model
 
-            vlm = load_model(model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size,
-                             device=state.device)
-        bar = tqdm(total=len(todo), desc=f"eval {benchmark}", unit="q", disable=not (progress and state.is_main_process))
+            vlm = load_model(
+                model_dir,
+                adapter_dir=adapter_dir,
+                num_frames=frames,
+                frame_size=frame_size,
+                device=state.device,
+            )
+        bar = tqdm(
+            total=len(todo),
+            desc=f"eval {benchmark}",
+            unit="q",
+            disable=not (progress and state.is_main_process),
+        )
         for start in range(0, len(todo), batch_size):
             batch, inputs = [], []
             for item in todo[start : start + batch_size]:
                 try:
-                    clip = read_frames(video_root / item.video, frames, size=vlm.frame_size,
-                                       start_sec=item.start, end_sec=item.end)
+                    clip = read_frames(
+                        video_root / item.video,
+                        frames,
+                        size=vlm.frame_size,
+                        start_sec=item.start,
+                        end_sec=item.end,
+                    )
                 except VideoError as err:
                     undecodable.append({"id": item.id, "video": item.video, "reason": err.reason})
                     continue
                 batch.append(item)
                 inputs.append((clip, item.prompt))
-            answers = vlm.generate(inputs, max_new_tokens=max_new_tokens, batch_size=batch_size) if inputs else []
+            answers = (
+                vlm.generate(inputs, max_new_tokens=max_new_tokens, batch_size=batch_size) if inputs else []
+            )
             for item, answer in zip(batch, answers):
                 sink.append({"id": item.id, "prediction": answer})
             bar.update(len(todo[start : start + batch_size]))
@@ -110,12 +129,21 @@ def run_eval(
     # Questions without a usable video are left out of every metric; say which and how many.
     results = {**results, "excluded_videos": excluded, "excluded_videos_count": len(excluded)}
     write_results(
-        out_dir, results, model=str(model_dir), adapter=adapter_dir, frames=frames, benchmark=benchmark,
-        annotations=str(annotations), scoring=scoring, questions=len(items),
+        out_dir,
+        results,
+        model=str(model_dir),
+        adapter=adapter_dir,
+        frames=frames,
+        benchmark=benchmark,
+        annotations=str(annotations),
+        scoring=scoring,
+        questions=len(items),
     )
     if excluded and not quiet:
-        print(f"excluded {len(excluded)} of {len(items)} questions (missing or undecodable video); "
-              f"listed in {out_dir / 'results.json'}")
+        print(
+            f"excluded {len(excluded)} of {len(items)} questions (missing or undecodable video); "
+            f"listed in {out_dir / 'results.json'}"
+        )
     if not quiet:
         print(format_table(results))
     return results

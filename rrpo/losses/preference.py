@@ -180,7 +180,12 @@ def rrpo_loss(
         detached.
     """
     chosen_mask, rejected_mask = _check_pair_inputs(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_mask, rejected_mask
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_mask,
+        rejected_mask,
     )
     acc = _acc(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_kl)
     chosen_ratio = policy_chosen_logps.to(acc) - ref_chosen_logps.to(acc)
@@ -230,7 +235,12 @@ def dpo_loss(
     given). Returns (losses [B], chosen_rewards [B], rejected_rewards [B]), rewards = beta * log-ratios.
     """
     chosen_mask, rejected_mask = _check_pair_inputs(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_mask, rejected_mask
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_mask,
+        rejected_mask,
     )
     acc = _acc(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     chosen = _masked_sum(policy_chosen_logps.to(acc) - ref_chosen_logps.to(acc), chosen_mask, acc)
@@ -267,8 +277,14 @@ def tdpo_loss(
     if version not in (1, 2):
         raise LossInputError(f"tdpo version must be 1 or 2, got {version}")
     chosen_mask, rejected_mask = _check_pair_inputs(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_mask, rejected_mask,
-        chosen_kl=chosen_kl, rejected_kl=rejected_kl,
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_mask,
+        rejected_mask,
+        chosen_kl=chosen_kl,
+        rejected_kl=rejected_kl,
     )
     acc = _acc(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_kl)
     chosen = _masked_sum(policy_chosen_logps.to(acc) - ref_chosen_logps.to(acc), chosen_mask, acc)
@@ -387,7 +403,12 @@ def ddpo_loss(
     if chosen_mask is None or rejected_mask is None:
         raise LossInputError("ddpo needs chosen_mask and rejected_mask (bool [B, T] response positions)")
     chosen_mask, rejected_mask = _check_pair_inputs(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_mask, rejected_mask
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_mask,
+        rejected_mask,
     )
     c_ids = _check_spans("chosen_span_ids", chosen_span_ids, policy_chosen_logps, chosen_mask)
     r_ids = _check_spans("rejected_span_ids", rejected_span_ids, policy_rejected_logps, rejected_mask)

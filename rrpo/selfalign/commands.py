@@ -17,11 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="make preference pairs from the model's mistakes on perturbed videos")
     p.add_argument("--model", required=True, help="model directory (any supported family)")
     p.add_argument("--adapter", default=None, help="optional LoRA adapter directory")
-    p.add_argument("--data", required=True, help="questions JSONL (id, video, question, answer, answer_type, options)")
+    p.add_argument(
+        "--data", required=True, help="questions JSONL (id, video, question, answer, answer_type, options)"
+    )
     p.add_argument("--video-root", required=True)
-    p.add_argument("--out", required=True, help="pairs JSONL; rejects.jsonl, correct.jsonl, summary.json go beside it")
-    p.add_argument("--perturb", default="mask+local_shuffle",
-                   help="mask | global_shuffle | local_shuffle | mask+global_shuffle | mask+local_shuffle")
+    p.add_argument(
+        "--out", required=True, help="pairs JSONL; rejects.jsonl, correct.jsonl, summary.json go beside it"
+    )
+    p.add_argument(
+        "--perturb",
+        default="mask+local_shuffle",
+        help="mask | global_shuffle | local_shuffle | mask+global_shuffle | mask+local_shuffle",
+    )
     p.add_argument("--num-perturbations", type=int, default=2)
     p.add_argument("--mask-fraction", type=_mask_fraction, default=(0.25, 0.5), help="e.g. 0.25-0.5 or 0.3")
     p.add_argument("--window", type=int, default=4, help="local shuffle window (frames)")
@@ -29,18 +36,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None)
     p.add_argument("--batch-size", type=int, default=8, help="model inputs per generate call")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--judge", choices=["rule", "llm"], default="rule",
-                   help="rule: mcq/yes-no only; llm: also open answers (judge + LLM concept differ)")
-    p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    p.add_argument(
+        "--judge",
+        choices=["rule", "llm"],
+        default="rule",
+        help="rule: mcq/yes-no only; llm: also open answers (judge + LLM concept differ)",
+    )
+    p.add_argument(
+        "--judge-url", default=None, help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1"
+    )
     p.add_argument("--judge-model", default="gpt-4o-mini")
-    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
-                   help="environment variable holding the API key (never logged or written)")
+    p.add_argument(
+        "--judge-api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (never logged or written)",
+    )
     p.add_argument("--judge-cache", default=None, help="cache dir for judge replies (default: beside --out)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", default=None, help="i/n: process only the records of shard i of n")
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run (also the default: done ids are always skipped)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (also the default: done ids are always skipped)",
+    )
     p.set_defaults(func=_run_generate)
 
     m = sub.add_parser("merge-shards", help="join the outputs of `rrpo generate --shard i/n`")
@@ -58,10 +77,17 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     questions = load_questions(args.data)  # validates every record up front
     cfg = GenerateConfig(
-        perturb=args.perturb, num_perturbations=args.num_perturbations, frames=args.frames,
-        frame_size=tuple(args.frame_size) if args.frame_size else None, seed=args.seed,
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, mask_fraction=args.mask_fraction,
-        window=args.window, judge=args.judge, shard=parse_shard(args.shard),
+        perturb=args.perturb,
+        num_perturbations=args.num_perturbations,
+        frames=args.frames,
+        frame_size=tuple(args.frame_size) if args.frame_size else None,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        mask_fraction=args.mask_fraction,
+        window=args.window,
+        judge=args.judge,
+        shard=parse_shard(args.shard),
     )
     llm = None
     if args.judge == "llm":
@@ -71,9 +97,15 @@ def _run_generate(args: argparse.Namespace) -> int:
 
         cache = args.judge_cache or str(Path(args.out).parent / "judge_cache")
         llm = LLMClient(args.judge_url, args.judge_model, api_key_env=args.judge_api_key_env, cache_dir=cache)
-    generator = make_generator(args.model, args.adapter, backend=args.backend, frames=cfg.frames,
-                               frame_size=cfg.frame_size, max_new_tokens=cfg.max_new_tokens,
-                               batch_size=cfg.batch_size)
+    generator = make_generator(
+        args.model,
+        args.adapter,
+        backend=args.backend,
+        frames=cfg.frames,
+        frame_size=cfg.frame_size,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+    )
     if cfg.frame_size is None:
         cfg.frame_size = generator.frame_size
     summary = generate_pairs(questions, args.video_root, args.out, generator, cfg, llm=llm)
@@ -84,8 +116,16 @@ def _run_generate(args: argparse.Namespace) -> int:
 class TransformersGenerator:
     """Greedy batched generation through the model adapters (transformers `generate`)."""
 
-    def __init__(self, model_dir: str, adapter_dir: str | None, *, frames: int, frame_size, max_new_tokens: int,
-                 batch_size: int):
+    def __init__(
+        self,
+        model_dir: str,
+        adapter_dir: str | None,
+        *,
+        frames: int,
+        frame_size,
+        max_new_tokens: int,
+        batch_size: int,
+    ):
         from rrpo.models import load_model
 
         self.vlm = load_model(model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size)

@@ -36,6 +36,7 @@ from rrpo.selfalign.llm import LLMError
 # A generator answers a batch of (frames [T,H,W,3] uint8, prompt) greedily.
 Generator = Callable[[list[tuple[np.ndarray, str]]], list[str]]
 
+
 def question_prompt(q: VideoQuestion) -> str:
     """The text the model is asked for a question: the same wording the evaluation uses (MVBench/TVBench's
     "Question/Options/(A)..." template for multiple choice, VideoHallucer's instruction for yes/no), so
@@ -200,8 +201,13 @@ def generate_pairs(
                 prompt = question_prompt(q)
                 for v in range(cfg.num_perturbations):
                     perturbed, info = perturb_frames(
-                        frames, cfg.perturb, seed=cfg.seed, key=q.id, variant=v,
-                        mask_fraction=cfg.mask_fraction, window=cfg.window,
+                        frames,
+                        cfg.perturb,
+                        seed=cfg.seed,
+                        key=q.id,
+                        variant=v,
+                        mask_fraction=cfg.mask_fraction,
+                        window=cfg.window,
                     )
                     inputs.append((perturbed, prompt))
                     owners.append(q)
@@ -261,8 +267,13 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
     chosen = reference_answer(q)
     rejected = canonical_wrong_answer(q, verdict.extracted, pred)
     try:
-        diff = diff_answers(chosen, rejected, answer_type=q.answer_type, options=q.options,
-                            llm=llm if cfg.judge == "llm" else None)
+        diff = diff_answers(
+            chosen,
+            rejected,
+            answer_type=q.answer_type,
+            options=q.options,
+            llm=llm if cfg.judge == "llm" else None,
+        )
     except DiffReject as err:
         reject(q, f"differ: {err}", chosen=chosen, rejected=rejected)
         return
@@ -270,9 +281,16 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
         summary.llm_failures[q.id] = f"llm differ failed: {err.reason}"
         return
     pair = PreferencePair(
-        id=q.id, video=q.video, question=question_prompt(q), chosen=chosen, rejected=rejected,
-        chosen_spans=[tuple(s) for s in diff.chosen_spans], rejected_spans=[tuple(s) for s in diff.rejected_spans],
-        options=q.options, answer_type=q.answer_type, source="rrpo-generate",
+        id=q.id,
+        video=q.video,
+        question=question_prompt(q),
+        chosen=chosen,
+        rejected=rejected,
+        chosen_spans=[tuple(s) for s in diff.chosen_spans],
+        rejected_spans=[tuple(s) for s in diff.rejected_spans],
+        options=q.options,
+        answer_type=q.answer_type,
+        source="rrpo-generate",
         metadata={
             "prediction": pred,
             "perturbation": info.to_dict(),

@@ -11,12 +11,22 @@ from rrpo.errors import RRPOError
 
 
 class VLLMGenerator:
-    def __init__(self, model_dir: str, adapter_dir: str | None, *, frames: int, frame_size, max_new_tokens: int,
-                 batch_size: int):  # noqa: ANN001
+    def __init__(
+        self,
+        model_dir: str,
+        adapter_dir: str | None,
+        *,
+        frames: int,
+        frame_size,
+        max_new_tokens: int,
+        batch_size: int,
+    ):  # noqa: ANN001
         try:
             from vllm import LLM, SamplingParams
         except ImportError as err:
-            raise RRPOError("--backend vllm needs vllm installed (pip install vllm, on a GPU machine)") from err
+            raise RRPOError(
+                "--backend vllm needs vllm installed (pip install vllm, on a GPU machine)"
+            ) from err
         from transformers import AutoProcessor
 
         self.llm = LLM(model=model_dir, enable_lora=adapter_dir is not None, limit_mm_per_prompt={"video": 1})

@@ -338,11 +338,21 @@ AUX_PROMPTS = {
     "which_colour": "Which of these colours appears in the video: {} or {}?",
     "earlier_colour": "Which of these colours appears first: {} or {}?",
     "first_direction": "In which direction does the object that appears first move?",
+    "directions": "In which directions do the objects move?",
+    "which_direction": "Which of these directions does an object move: {} or {}?",
+    # VideoHallucer-style yes/no pairs made by the world's own generators (both sides, the
+    # evaluation's prompt): the benchmark's motion and temporal kinds, absent from pretrain.jsonl.
+    "yesno_motion": "",
+    "yesno_temporal": "",
 }
 
 
 def aux_examples(
-    records: Sequence[dict[str, Any]], scenes: dict[str, Any], colours: Sequence[str], kinds: Sequence[str]
+    records: Sequence[dict[str, Any]],
+    scenes: dict[str, Any],
+    colours: Sequence[str],
+    kinds: Sequence[str],
+    world_config: Any = None,
 ) -> list[Example]:
     """Auxiliary examples of `kinds` (keys of `AUX_PROMPTS`) for each pretraining record (clip index =
     record position), with `scenes` mapping record id -> `world.Scene` (`splits.load_scenes`):
@@ -356,13 +366,26 @@ def aux_examples(
     - "earlier_colour": two of the clip's colours named (clips with 2+ objects), the one that appears
       first answered, "the blue" (named + early, added: the same idea for order questions);
     - "first_direction": the direction of the object that appears first, "it moves left" (motion
-      read from the video alone).
+      read from the video alone);
+    - "directions": every direction some object moves in, in left/right/up/down order, "they move
+      left up" (pooling over all objects, as "colours" is for colour);
+    - "which_direction": one direction some object moves in and one no object moves in, the present
+      one answered, "the left" (the additive trick of "which_colour", for motion);
+    - "yesno_motion" / "yesno_temporal": both sides of `world.motion_pair` / `world.temporal_pairs`
+      ("Does the red circle move left?" -> "Yes"), the VideoHallucer questions' kinds, with the
+      evaluation's yes/no prompt; `world_config` (`world.WorldConfig`, for the prior) is required.
+      Their random choices come from a generator seeded by the record's position, so a run is
+      reproducible.
 
     Every answer puts a space before the colour, so it is the same token as in the questions
     (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
+    from rrpo.toy.world import DIRECTIONS, motion_pair, temporal_pairs
+
     unknown = sorted(set(kinds) - set(AUX_PROMPTS))
     if unknown:
         raise RRPOError(f"unknown auxiliary tasks {unknown}; known: {sorted(AUX_PROMPTS)}")
+    if world_config is None and {"yesno_motion", "yesno_temporal"} & set(kinds):
+        raise RRPOError("the yesno_motion / yesno_temporal auxiliary tasks need the world's config")
     out = []
     for i, rec in enumerate(records):
         scene = scenes.get(rec["id"])
@@ -384,6 +407,30 @@ def aux_examples(
                 prompt, answer = prompt.format(*named), f"the {early}"
             elif kind == "first_direction":
                 answer = f"it moves {scene.objects[0].direction}"
+            elif kind == "directions":
+                moving = {o.direction for o in scene.objects}
+                answer = "they move " + " ".join(d for d in DIRECTIONS if d in moving)
+            elif kind == "which_direction":
+                moving_in = [o.direction for o in scene.objects]
+                still = [d for d in DIRECTIONS if d not in moving_in]
+                if not still:
+                    continue
+                seen, unseen = moving_in[i % len(moving_in)], still[(i // 2) % len(still)]
+                named = (seen, unseen) if i % 3 else (unseen, seen)
+                prompt, answer = prompt.format(*named), f"the {seen}"
+            elif kind in ("yesno_motion", "yesno_temporal"):
+                rng = np.random.default_rng([7, i])
+                pairs = (
+                    [motion_pair(scene, rng, world_config)]
+                    if kind == "yesno_motion"
+                    else temporal_pairs(scene, rng)
+                )
+                for k, pair in enumerate(pairs):
+                    for side, qa in (("basic", pair.basic), ("hallucinated", pair.hallucinated)):
+                        turn = {"question": qa.question, "answer": qa.answer, "answer_type": qa.answer_type}
+                        ex = turn_example(i, {**turn, "kind": kind}, f"{rec['id']}/{kind}{k}/{side}")
+                        out.append(ex)
+                continue
             else:
                 absent = [c for c in colours if c not in present]
                 if not absent:
@@ -931,8 +978,15 @@ def run_pretrain(
         examples = [e for e in examples if e.kind in cfg.kinds]
     if cfg.aux_kinds:
         from rrpo.toy.splits import load_scenes
+        from rrpo.toy.world import WorldConfig
 
-        examples += aux_examples(records, load_scenes(data_dir), world["config"]["colours"], cfg.aux_kinds)
+        examples += aux_examples(
+            records,
+            load_scenes(data_dir),
+            world["config"]["colours"],
+            cfg.aux_kinds,
+            WorldConfig(**world["config"]),
+        )
     stages = [int(r.get("metadata", {}).get("curriculum_stage", 1)) for r in records]
     held = benchmark_videos(data_dir) if (data_dir / "benchmarks").is_dir() else []
     pool_videos = []

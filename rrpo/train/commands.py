@@ -19,21 +19,38 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--max-steps", "max_steps", int, "stop after this many optimizer steps (overrides --epochs)"),
     ("--batch-size", "per_device_train_batch_size", int, "pairs per device per micro-batch (default 1)"),
     ("--grad-accum", "gradient_accumulation_steps", int, "micro-batches per optimizer step (default 32)"),
-    ("--max-length", "max_length", int, "max tokens of [prefix|chosen|rejected]; responses are truncated, never the prefix"),
+    (
+        "--max-length",
+        "max_length",
+        int,
+        "max tokens of [prefix|chosen|rejected]; responses are truncated, never the prefix",
+    ),
     ("--lr-scheduler", "lr_scheduler_type", str, "default cosine"),
     ("--warmup-ratio", "warmup_ratio", float, "default 0.03"),
     ("--seed", "seed", int, "default 42"),
     ("--save-steps", "save_steps", int, "checkpoint every N steps (default 200)"),
     ("--logging-steps", "logging_steps", int, "default 1"),
-    ("--chunk-size", "chunk_size", int, "response positions per chunk of the fused log-prob/KL (default 1024)"),
-    ("--max-skip-fraction", "max_skip_fraction", float, "fail if more pairs than this are skipped (default 0.1)"),
+    (
+        "--chunk-size",
+        "chunk_size",
+        int,
+        "response positions per chunk of the fused log-prob/KL (default 1024)",
+    ),
+    (
+        "--max-skip-fraction",
+        "max_skip_fraction",
+        float,
+        "fail if more pairs than this are skipped (default 0.1)",
+    ),
     ("--ddpo-gamma", "ddpo_gamma", float, "DDPO weight of differing tokens (default 5)"),
     ("--tdpo-version", "tdpo_version", int, "TDPO variant 1 or 2 (default 2)"),
 ]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a LoRA adapter with RRPO (or a baseline loss) on preference pairs")
+    p = sub.add_parser(
+        "train", help="train a LoRA adapter with RRPO (or a baseline loss) on preference pairs"
+    )
     p.add_argument("--model", help="model directory (any supported family)")
     p.add_argument("--data", help="preference pairs JSONL")
     p.add_argument("--video-root", dest="video_root", help="directory the pairs' video paths are relative to")
@@ -42,16 +59,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag, dest, typ, text in _FLAGS:
         p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
     p.add_argument("--frame-size", dest="frame_size", type=int, nargs=2, metavar=("H", "W"), default=None)
-    p.add_argument("--no-fine-grained", dest="fine_grained", action="store_const", const=False, default=None,
-                   help="RRPO ablation: reward on the whole responses instead of the differing spans")
-    p.add_argument("--no-token-kl", dest="token_kl", action="store_const", const=False, default=None,
-                   help="RRPO ablation: drop the token-wise KL regulariser")
-    p.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_const", const=True,
-                   default=None)
+    p.add_argument(
+        "--no-fine-grained",
+        dest="fine_grained",
+        action="store_const",
+        const=False,
+        default=None,
+        help="RRPO ablation: reward on the whole responses instead of the differing spans",
+    )
+    p.add_argument(
+        "--no-token-kl",
+        dest="token_kl",
+        action="store_const",
+        const=False,
+        default=None,
+        help="RRPO ablation: drop the token-wise KL regulariser",
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        dest="gradient_checkpointing",
+        action="store_const",
+        const=True,
+        default=None,
+    )
     p.add_argument("--bf16", dest="bf16", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--report-to", dest="report_to", nargs="+", default=None, help="wandb, tensorboard, ... (default none)")
-    p.add_argument("--deepspeed", default=None, help="DeepSpeed JSON config, e.g. configs/deepspeed_zero3.json")
-    p.add_argument("--resume", action="store_const", const=True, default=None, help="continue from the last checkpoint")
+    p.add_argument(
+        "--report-to",
+        dest="report_to",
+        nargs="+",
+        default=None,
+        help="wandb, tensorboard, ... (default none)",
+    )
+    p.add_argument(
+        "--deepspeed", default=None, help="DeepSpeed JSON config, e.g. configs/deepspeed_zero3.json"
+    )
+    p.add_argument(
+        "--resume", action="store_const", const=True, default=None, help="continue from the last checkpoint"
+    )
     p.set_defaults(func=_run_train)
 
     m = sub.add_parser("merge", help="merge a LoRA adapter into the base weights for use in other tools")
@@ -66,8 +110,18 @@ def _run_train(args: argparse.Namespace) -> int:
     from rrpo.train.trainer import train
 
     fields = [dest for _, dest, _, _ in _FLAGS] + [
-        "model", "data", "video_root", "output_dir", "frame_size", "fine_grained", "token_kl",
-        "gradient_checkpointing", "bf16", "report_to", "resume", "deepspeed",
+        "model",
+        "data",
+        "video_root",
+        "output_dir",
+        "frame_size",
+        "fine_grained",
+        "token_kl",
+        "gradient_checkpointing",
+        "bf16",
+        "report_to",
+        "resume",
+        "deepspeed",
     ]
     cfg = TrainConfig.from_sources(args.config, **{name: getattr(args, name) for name in fields})
     summary = train(cfg)

@@ -68,7 +68,9 @@ class TrainConfig:
     chunk_size: int = 1024  # response positions per chunk in the fused log-prob/KL path
     # Machinery.
     gradient_checkpointing: bool = False
-    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed_zero3.json); FSDP comes from accelerate
+    deepspeed: str | None = (
+        None  # a DeepSpeed JSON config (configs/deepspeed_zero3.json); FSDP comes from accelerate
+    )
     bf16: bool | None = None  # None = bf16 on a GPU that supports it, float32 otherwise
     logging_steps: int = 1
     save_steps: int = 200

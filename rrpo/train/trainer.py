@@ -61,13 +61,17 @@ class SkipLedger:
         }
 
 
-def preflight(pairs: list[PreferencePair], video_root: Path, loss_type: str, ledger: SkipLedger) -> list[PreferencePair]:
+def preflight(
+    pairs: list[PreferencePair], video_root: Path, loss_type: str, ledger: SkipLedger
+) -> list[PreferencePair]:
     """Cheap checks before any decoding: the video exists and span losses have a span on both sides."""
     usable = []
     for pair in pairs:
         if loss_type in SPAN_LOSSES and not (pair.chosen_spans and pair.rejected_spans):
             side = "chosen" if not pair.chosen_spans else "rejected"
-            ledger.skip(pair.id, f"no span: the {side} response has no differing span ({loss_type} needs both)")
+            ledger.skip(
+                pair.id, f"no span: the {side} response has no differing span ({loss_type} needs both)"
+            )
         elif not (video_root / pair.video).is_file():
             ledger.skip(pair.id, f"missing video: {video_root / pair.video}")
         else:
@@ -80,7 +84,9 @@ class PairDataset(torch.utils.data.Dataset):
     after truncating the responses) is recorded in the ledger and replaced by the next usable pair, so a
     batch never comes out short; the run's summary lists it."""
 
-    def __init__(self, pairs: list[PreferencePair], vlm: Any, video_root: Path, cfg: TrainConfig, ledger: SkipLedger):
+    def __init__(
+        self, pairs: list[PreferencePair], vlm: Any, video_root: Path, cfg: TrainConfig, ledger: SkipLedger
+    ):
         self.pairs, self.vlm, self.video_root, self.cfg, self.ledger = pairs, vlm, video_root, cfg, ledger
 
     def __len__(self) -> int:
@@ -97,8 +103,14 @@ class PairDataset(torch.utils.data.Dataset):
             try:
                 frames = read_frames(self.video_root / pair.video, self.cfg.frames, size=self.vlm.frame_size)
                 encoded = encode_pair(
-                    self.vlm, frames, pair.question, pair.chosen, pair.rejected,
-                    pair.chosen_spans, pair.rejected_spans, max_length=self.cfg.max_length,
+                    self.vlm,
+                    frames,
+                    pair.question,
+                    pair.chosen,
+                    pair.rejected,
+                    pair.chosen_spans,
+                    pair.rejected_spans,
+                    max_length=self.cfg.max_length,
                 )
             except VideoError as err:
                 self.ledger.skip(pair.id, f"bad video: {err}")
@@ -199,7 +211,9 @@ class RRPOTrainer(Trainer):
                 "logps/rejected": out.policy_rejected_logps.sum(-1).mean(),
             }
             for key, value in stats.items():
-                self._stored[key].append(self.accelerator.gather_for_metrics(value.detach().float()).mean().item())
+                self._stored[key].append(
+                    self.accelerator.gather_for_metrics(value.detach().float()).mean().item()
+                )
         return (loss, out) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -211,14 +225,15 @@ class RRPOTrainer(Trainer):
             self._stored.clear()
         super().log(logs, start_time)
 
-
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         # Write the peft adapter of PairForward.module (ZeRO-3 passes a gathered state dict keyed by the
         # wrapper's parameter names: strip the "module." prefix so peft finds its keys).
         output_dir = output_dir or self.args.output_dir
         if state_dict is not None:
             state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
-        self.model.module.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save)
+        self.model.module.save_pretrained(
+            output_dir, state_dict=state_dict, is_main_process=self.args.should_save
+        )
         if self.args.should_save:
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
@@ -263,14 +278,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     usable = preflight(pairs, video_root, cfg.loss_type, ledger)
     _check_skips(ledger, cfg)
 
-    use_bf16 = cfg.bf16 if cfg.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    use_bf16 = (
+        cfg.bf16
+        if cfg.bf16 is not None
+        else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    )
     vlm = load_model(
-        cfg.model, num_frames=cfg.frames, frame_size=tuple(cfg.frame_size) if cfg.frame_size else None,
+        cfg.model,
+        num_frames=cfg.frames,
+        frame_size=tuple(cfg.frame_size) if cfg.frame_size else None,
         dtype=torch.bfloat16 if use_bf16 else torch.float32,
     )
     lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=vlm.lora_target_modules, bias="none",
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=vlm.lora_target_modules,
+        bias="none",
     )
     peft_model = get_peft_model(vlm.model, lora)
     vlm.model = peft_model
@@ -303,7 +327,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # Without a GPU, say so: only then does accelerate set up CPU data parallelism (torchrun /
         # accelerate launch --cpu), which needs gloo. GPUs pick nccl themselves.
         use_cpu=not torch.cuda.is_available(),
-        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo"
+        if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        else None,
         disable_tqdm=False,
         deepspeed=cfg.deepspeed,
     )
@@ -312,7 +338,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # A fresh run starts a fresh log; a resumed one keeps the rows up to its checkpoint, so steps
         # logged after that checkpoint (and redone now) are not in the file twice.
         upto = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
-        kept = [line for line in metrics_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto]
+        kept = [
+            line
+            for line in metrics_path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= upto
+        ]
         metrics_path.write_text("".join(line + "\n" for line in kept))
     trainer = RRPOTrainer(
         model=model,
@@ -353,7 +383,9 @@ def _ranks_in_sync(model: torch.nn.Module) -> bool | None:
         return None
     trainable = [p.detach().float().flatten() for p in model.parameters() if p.requires_grad]
     local = torch.cat(trainable).to(torch.float64)
-    checksum = torch.stack([local.sum(), (local * torch.arange(1, local.numel() + 1, dtype=torch.float64)).sum()])
+    checksum = torch.stack(
+        [local.sum(), (local * torch.arange(1, local.numel() + 1, dtype=torch.float64)).sum()]
+    )
     gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, checksum)
     return all(torch.allclose(g, gathered[0], rtol=1e-6, atol=1e-9) for g in gathered)
@@ -367,4 +399,3 @@ def _check_skips(ledger: SkipLedger, cfg: TrainConfig) -> None:
             f"max_skip_fraction={cfg.max_skip_fraction}; first: "
             + "; ".join(f"{k} ({v})" for k, v in list(ledger.skipped.items())[:3])
         )
-
