@@ -361,13 +361,14 @@ def test_pretrain_command_flags_reach_the_config(world, tmp_path, monkeypatch):
     out = tmp_path / "m"
     args = ["toy", "pretrain", "--data", str(world), "--out", str(out), "--steps", "2", "--batch-size", "4"]
     args += ["--kinds", "count", "--aux-tasks", "colours", "--focus-kinds", "colours", "--focus-steps", "1"]
-    args += ["--eval-every", "0", "--no-progress"]
+    args += ["--eval-every", "0", "--vision-lr-scale", "3", "--no-progress"]
     assert main(args) == 0
     summary = json.loads((out / "pretrain_metrics.json").read_text())
     train = summary["train"]
     assert train["kinds"] == ["count"] and train["aux_kinds"] == ["colours"] and train["focus_steps"] == 1
     assert train["decisive_loss"] is pt.DEFAULT_TRAIN.decisive_loss is True  # default kept
     assert set(summary["data"]["examples_by_kind"]) == {"count", "colours"}
+    assert train["vision_lr_scale"] == 3.0
     assert "--aux-tasks colours" in (out / "PROVENANCE.md").read_text()
 
 
@@ -409,3 +410,22 @@ def test_decisive_labels_keep_format_trains_the_reply_frame_not_the_option_text(
             assert kept == ex.answer.split(")")[0] + ")<|im_end|>", (kept, full)
         else:  # yes/no and open answers: every token
             assert kept == full
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_vision_lr_scale_scales_only_the_vision_tower(world, tmp_path, scale):
+    from rrpo.models import load_model
+
+    init = pt.build_toy_model(tmp_path / "m", TINY, seed=0)
+    vlm = load_model(init)
+    before = {n: p.detach().clone() for n, p in vlm.model.named_parameters()}
+    records = pt.read_pretrain(world)
+    exs = [pt.turn_example(0, t, f"t{k}") for k, t in enumerate(records[0]["turns"])]
+    frames = np.random.default_rng(0).integers(0, 255, (1, 16, 64, 64, 3), dtype=np.uint8)
+    cfg = pt.TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup=1, eval_every=0, vision_lr_scale=scale)
+    pt.train(vlm.model, pt.Encoder(vlm.processor, TINY), exs, frames, [0], cfg, progress=False)
+    moved = {n: not torch.equal(before[n], p) for n, p in vlm.model.named_parameters()}
+    vision = [m for n, m in moved.items() if n.startswith("model.visual.")]
+    language = [m for n, m in moved.items() if n.startswith("model.language_model.")]
+    assert vision and language and any(language)
+    assert any(vision) is (scale > 0)  # scale 0: the vision tower and merger are frozen

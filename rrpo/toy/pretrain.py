@@ -700,6 +700,7 @@ class TrainConfig:
     aux_kinds: tuple[str, ...] = ()  # auxiliary pooling tasks added to every clip (`AUX_PROMPTS`)
     decisive_loss: bool = False  # mcq / yes-no examples: loss on the deciding token only
     format_loss: bool = False  # with decisive_loss: also the reply's format tokens (not the option text)
+    vision_lr_scale: float = 1.0  # the vision tower and merger learn at vision_lr_scale x lr
 
 
 # The committed checkpoint's settings (`rrpo toy pretrain` defaults; see checkpoint/PROVENANCE.md).
@@ -793,13 +794,16 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
+    groups = []
+    for vision in (False, True):
+        params = [(n, p) for n, p in model.named_parameters() if (".visual." in f".{n}") == vision]
+        scale = cfg.vision_lr_scale if vision else 1.0
+        for decays in (True, False):
+            chosen = [p for n, p in params if (p.ndim >= 2) == decays]
+            if chosen:
+                wd = cfg.weight_decay if decays else 0.0
+                groups.append({"params": chosen, "weight_decay": wd, "lr_scale": scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
     losses: list[float] = []
     evals: dict[int, Any] = {}
     t0 = time.perf_counter()
@@ -819,7 +823,7 @@ def train(
         if cfg.minutes is not None and time.perf_counter() - t0 > 60 * cfg.minutes:
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg) * g["lr_scale"]
         chosen = [examples[i] for i in idx]
         b = encoder.batch(chosen, frames)
         labels = decisive_labels(b, chosen, keep_format=cfg.format_loss) if cfg.decisive_loss else b["labels"]

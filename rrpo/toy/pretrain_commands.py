@@ -81,6 +81,12 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         help='with --decisive-loss: also train the reply format ("(", ")", end of turn), not the option text',
     )
     p.add_argument("--n-pretrain", type=int, default=None, help="pretraining clips of the generated dataset")
+    p.add_argument(
+        "--vision-lr-scale",
+        type=float,
+        default=None,
+        help="the vision tower and merger learn at this multiple of --lr (default 1)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_pretrain_command)
@@ -145,6 +151,7 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             "kinds": _kinds(args.kinds),
             "decisive_loss": args.decisive_loss,
             "format_loss": args.format_loss,
+            "vision_lr_scale": args.vision_lr_scale,
         }.items()
         if v is not None
     }
