@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo toy-checkpoint lint clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,20 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/rrpo demo
+
+# Replays the three runs that made rrpo/toy/checkpoint (PROVENANCE.md there): about 2.6 hours on one
+# CPU core. The result lands in build/toy/stage3; copy it over rrpo/toy/checkpoint to replace the model.
+TOY_MIX := --kinds order,direction,count,existence --no-decisive-loss --lr 1e-3 --warmup 50 --no-progress
+TOY_COLOUR := colours,first_colour,which_colour
+TOY_MOTION := directions,which_direction,first_direction,yesno_motion,yesno_temporal
+toy-checkpoint: setup
+	$(VENV)/bin/rrpo toy pretrain --out build/toy/stage1 --overwrite --steps 2615 --no-progress
+	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage1 --out build/toy/stage2 --overwrite $(TOY_MIX) \
+		--aux-tasks $(TOY_COLOUR),$(TOY_MOTION) --focus-kinds directions,which_direction,first_direction,colours,which_colour \
+		--focus-steps 300 --steps 3703
+	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage2 --out build/toy/stage3 --overwrite $(TOY_MIX) \
+		--aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION) --focus-kinds earlier_colour,first_colour,which_colour \
+		--focus-steps 150 --steps 2267
 
 lint: setup
 	$(VENV)/bin/ruff check rrpo tests benchmarks
