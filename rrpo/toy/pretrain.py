@@ -340,11 +340,11 @@ AUX_PROMPTS = {
     "first_direction": "In which direction does the object that appears first move?",
     "directions": "In which directions do the objects move?",
     "which_direction": "Which of these directions does an object move: {} or {}?",
-    # VideoHallucer-style yes/no pairs made by the world's own generators (both sides, the
-    # evaluation's prompt): the benchmark's motion and temporal kinds, absent from pretrain.jsonl.
-    "yesno_motion": "",
-    "yesno_temporal": "",
 }
+# Every auxiliary task: the prompted ones above, plus VideoHallucer-style yes/no pairs made by the
+# world's own generators (both sides, the evaluation's prompt), the benchmark's motion and temporal
+# kinds that pretrain.jsonl lacks.
+AUX_TASKS = (*AUX_PROMPTS, "yesno_motion", "yesno_temporal")
 
 
 def aux_examples(
@@ -354,7 +354,7 @@ def aux_examples(
     kinds: Sequence[str],
     world_config: Any = None,
 ) -> list[Example]:
-    """Auxiliary examples of `kinds` (keys of `AUX_PROMPTS`) for each pretraining record (clip index =
+    """Auxiliary examples of `kinds` (names in `AUX_TASKS`) for each pretraining record (clip index =
     record position), with `scenes` mapping record id -> `world.Scene` (`splits.load_scenes`):
 
     - "colours": the clip's colours in palette order, "colours: blue yellow";
@@ -381,9 +381,9 @@ def aux_examples(
     (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
     from rrpo.toy.world import DIRECTIONS, motion_pair, temporal_pairs
 
-    unknown = sorted(set(kinds) - set(AUX_PROMPTS))
+    unknown = sorted(set(kinds) - set(AUX_TASKS))
     if unknown:
-        raise RRPOError(f"unknown auxiliary tasks {unknown}; known: {sorted(AUX_PROMPTS)}")
+        raise RRPOError(f"unknown auxiliary tasks {unknown}; known: {sorted(AUX_TASKS)}")
     if world_config is None and {"yesno_motion", "yesno_temporal"} & set(kinds):
         raise RRPOError("the yesno_motion / yesno_temporal auxiliary tasks need the world's config")
     out = []
@@ -393,7 +393,7 @@ def aux_examples(
             raise RecordError(rec["id"], "scene", "no scene in scenes.jsonl for this pretraining record")
         present = [o.colour for o in scene.objects]  # in order of appearance
         for kind in kinds:
-            prompt = AUX_PROMPTS[kind]
+            prompt = AUX_PROMPTS.get(kind, "")
             if kind == "colours":
                 answer = "colours: " + " ".join(c for c in colours if c in present)
             elif kind == "first_colour":
@@ -697,7 +697,7 @@ class TrainConfig:
     kinds: tuple[str, ...] = ()  # train only these turn kinds (empty: all)
     focus_kinds: tuple[str, ...] = ("caption", "describe")
     focus_steps: int = 0  # first steps on focus_kinds only (see `example_order`)
-    aux_kinds: tuple[str, ...] = ()  # auxiliary pooling tasks added to every clip (`AUX_PROMPTS`)
+    aux_kinds: tuple[str, ...] = ()  # auxiliary tasks added to every clip (`AUX_TASKS`)
     decisive_loss: bool = False  # mcq / yes-no examples: loss on the deciding token only
     format_loss: bool = False  # with decisive_loss: also the reply's format tokens (not the option text)
     vision_lr_scale: float = 1.0  # the vision tower and merger learn at vision_lr_scale x lr

@@ -61,7 +61,7 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--aux-tasks",
         default=None,
-        help="comma-separated auxiliary tasks added to every clip (rrpo.toy.pretrain.AUX_PROMPTS)",
+        help="comma-separated auxiliary tasks added to every clip (rrpo.toy.pretrain.AUX_TASKS)",
     )
     p.add_argument(
         "--init",
