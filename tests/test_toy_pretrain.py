@@ -257,6 +257,33 @@ def test_motion_and_yesno_aux_examples_match_rendered_pixels(world):
         pt.aux_examples(records, scenes, colours, ["yesno_motion"])
 
 
+def test_order_mcq_aux_examples_match_rendered_pixels(world):
+    from rrpo.toy.splits import load_scenes, load_world
+    from rrpo.toy.world import PALETTE, render_clip
+
+    records = pt.read_pretrain(world)
+    scenes = load_scenes(world)
+    colours = load_world(world)["config"]["colours"]
+    exs = pt.aux_examples(records, scenes, colours, ["order_mcq"])
+    multi = [i for i, r in enumerate(records) if len(scenes[r["id"]].objects) > 1]
+    assert len(exs) == 4 * len(multi) > 0
+    letters = {}
+    for ex in exs:
+        assert ex.decisive == 1 and ex.prompt.endswith("Only give the best option.")
+        frames = render_clip(scenes[records[ex.clip]["id"]])
+        lines = ex.prompt.splitlines()
+        options = [line[4:] for line in lines if line[:3] in ("(A)", "(B)")]
+        named = [o.split()[1] for o in options]  # "the red circle" -> "red"
+        first = {c: int(np.flatnonzero((frames == PALETTE[c]).all(-1).any((1, 2)))[0]) for c in named}
+        which = "first" if "appears first" in lines[0] else "last"
+        right = (min if which == "first" else max)(named, key=first.get)
+        letter = "AB"[named.index(right)]
+        assert ex.answer == f"({letter}) {options[named.index(right)]}", ex.prompt
+        letters.setdefault((ex.clip, which), []).append(letter)
+    # Per clip and question, the two option orders flip the answer's letter.
+    assert all(sorted(v) == ["A", "B"] for v in letters.values())
+
+
 def test_aux_examples_match_rendered_pixels(world):
     from rrpo.toy.splits import load_scenes, load_world
     from rrpo.toy.world import PALETTE, render_clip

@@ -248,6 +248,7 @@ def test_render_scales_and_rejects_bad_arguments():
         ({"colours": ("red", "purple", "blue", "green")}, "unknown colours"),
         ({"size": 63}, "even"),
         ({"prior_strength": 1.5}, "prior_strength"),
+        ({"background": "white"}, "background"),
     ],
 )
 def test_bad_world_parameters_are_named(kwargs, message):
@@ -459,3 +460,49 @@ def test_written_files_load_with_the_project_readers(dataset):
     pairs = get_benchmark("videohallucer").load(dataset / "benchmarks/hallucination")
     assert {i.category for i in pairs} == {"object_existence", "temporal", "motion"}
     assert all(i.answer == ("yes" if i.id.endswith("/basic") else "no") for i in pairs)
+
+
+def test_gradient_background_tells_position_and_survives_mp4(tmp_path):
+    """The 'gradient' world: objects are drawn exactly as on black, the background's red rises left
+    to right and its blue top to bottom, the option round-trips through the files, and after H.264
+    the background still tells each 8-px patch's column and row apart (what the option is for)."""
+    from rrpo.toy.world import GRADIENT_MAX, Scene, background_image
+
+    cfg = WorldConfig(background="gradient")
+    scene = sample_scene(np.random.default_rng(3), cfg)
+    assert scene.background == "gradient" and Scene.from_dict(scene.to_dict()) == scene
+    black = Scene.from_dict({**scene.to_dict(), "background": "black"})
+    assert "background" not in black.to_dict()  # black worlds keep their earlier files
+    frames, plain = render_clip(scene), render_clip(black)
+    objects = plain.any(-1)
+    assert np.array_equal(frames[objects], plain[objects])  # shapes untouched
+    size = cfg.size
+    x = (np.arange(size) + 0.5) / size
+    want = np.zeros((size, size, 3))
+    want[:, :, 0], want[:, :, 2] = GRADIENT_MAX * x[None, :], GRADIENT_MAX * x[:, None]
+    assert np.abs(frames[~objects] - np.broadcast_to(want, frames.shape)[~objects]).max() <= 0.5
+    assert np.array_equal(background_image("black", 8), np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="unknown background"):
+        background_image("white", 8)
+
+    out = tmp_path / "g"
+    world = generate_dataset(out, seed=2, background="gradient", **SMALL)
+    assert world["config"]["background"] == "gradient"
+    scenes_ = load_scenes(out)
+    assert {s.background for s in scenes_.values()} == {"gradient"}
+    cid = "test_000000"
+    decoded = read_frames(out / "videos" / f"{cid}.mp4", 16).astype(np.float32)
+    empty = ~render_clip(black_of(scenes_[cid])).any(-1)  # background pixels in every frame
+    empty = empty.all(0)
+    patches = decoded.mean(0).reshape(size // 8, 8, size // 8, 8, 3)
+    keep = empty.reshape(size // 8, 8, size // 8, 8).all((1, 3))
+    red = np.where(keep, patches[..., 0].mean((1, 3)), np.nan)
+    blue = np.where(keep, patches[..., 2].mean((1, 3)), np.nan)
+    assert np.all(np.diff(np.nanmean(red, 0)) > 5)  # columns: red rises left to right
+    assert np.all(np.diff(np.nanmean(blue, 1)) > 5)  # rows: blue rises top to bottom
+
+
+def black_of(scene):
+    from rrpo.toy.world import Scene
+
+    return Scene.from_dict({**scene.to_dict(), "background": "black"})

@@ -89,6 +89,12 @@ def _register_generate(toy_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape-size", type=int, default=18, help="shape size in pixels (default 18)")
     p.add_argument("--max-objects", type=int, default=3)
     p.add_argument(
+        "--background",
+        choices=("black", "gradient"),
+        default="black",
+        help="'gradient': a dim red/blue ramp that tells where in the frame each patch is (default black)",
+    )
+    p.add_argument(
         "--prior-strength",
         type=float,
         default=0.75,
@@ -121,6 +127,7 @@ def run_generate(args: argparse.Namespace) -> int:
         prior_strength=args.prior_strength,
         heldout_prior_strength=args.heldout_prior_strength,
         max_objects=args.max_objects,
+        background=args.background,
         curriculum=args.curriculum,
         fps=args.fps,
         write_mp4=not args.no_videos,

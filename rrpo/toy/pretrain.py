@@ -344,7 +344,8 @@ AUX_PROMPTS = {
 # Every auxiliary task: the prompted ones above, plus VideoHallucer-style yes/no pairs made by the
 # world's own generators (both sides, the evaluation's prompt), the benchmark's motion and temporal
 # kinds that pretrain.jsonl lacks.
-AUX_TASKS = (*AUX_PROMPTS, "yesno_motion", "yesno_temporal")
+# "order_mcq" adds the benchmark's own order question in all four variants for one pair per clip.
+AUX_TASKS = (*AUX_PROMPTS, "yesno_motion", "yesno_temporal", "order_mcq")
 
 
 def aux_examples(
@@ -375,7 +376,12 @@ def aux_examples(
       ("Does the red circle move left?" -> "Yes"), the VideoHallucer questions' kinds, with the
       evaluation's yes/no prompt; `world_config` (`world.WorldConfig`, for the prior) is required.
       Their random choices come from a generator seeded by the record's position, so a run is
-      reproducible.
+      reproducible;
+    - "order_mcq": for clips with 2+ objects, one pair of objects (chosen by the record's position)
+      asked "Which appears first / last, X or Y?" with the options in both orders: four questions on
+      one video whose answer letter flips with the option order, so only reading the options and the
+      video together answers them (the model answered "Does X appear before Y?" at 87 % while
+      choosing the order question's letter at chance).
 
     Every answer puts a space before the colour, so it is the same token as in the questions
     (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
@@ -418,6 +424,26 @@ def aux_examples(
                 seen, unseen = moving_in[i % len(moving_in)], still[(i // 2) % len(still)]
                 named = (seen, unseen) if i % 3 else (unseen, seen)
                 prompt, answer = prompt.format(*named), f"the {seen}"
+            elif kind == "order_mcq":
+                objs = scene.objects
+                if len(objs) < 2:
+                    continue
+                pairs = [(a, b) for a in range(len(objs)) for b in range(a + 1, len(objs))]
+                a, b = pairs[i % len(pairs)]
+                early, late = objs[a], objs[b]
+                for which, right in (("first", early), ("last", late)):
+                    for named in ((early, late), (late, early)):
+                        options = [f"the {o.name}" for o in named]
+                        turn = {
+                            "kind": kind,
+                            "question": f"Which appears {which}, {options[0]} or {options[1]}?",
+                            "answer": f"the {right.name}",
+                            "answer_type": "mcq",
+                            "options": options,
+                        }
+                        tag = f"{rec['id']}/{kind}/{which}-{named[0].colour}"
+                        out.append(turn_example(i, turn, tag))
+                continue
             elif kind in ("yesno_motion", "yesno_temporal"):
                 rng = np.random.default_rng([7, i])
                 pairs = (

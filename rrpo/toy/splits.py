@@ -316,6 +316,7 @@ def generate_dataset(
     prior_strength: float = 0.75,
     heldout_prior_strength: float = 0.5,
     max_objects: int = 3,
+    background: str = "black",
     curriculum: float = 0.25,
     fps: float = 8.0,
     config: WorldConfig | None = None,
@@ -328,7 +329,7 @@ def generate_dataset(
     contents of its world.json.
 
     `config` gives every world parameter at once; otherwise `frames`, `size`, `shape_size`,
-    `prior_strength` and `max_objects` override WorldConfig's defaults. `write_mp4=False` writes only
+    `prior_strength`, `max_objects` and `background` override WorldConfig's defaults. `write_mp4=False` writes only
     the JSON files (fast; for inspecting questions). An existing dataset (world.json present) is
     replaced only with `overwrite=True`, which deletes its videos and benchmarks first.
     """
@@ -339,6 +340,7 @@ def generate_dataset(
         shape_size=shape_size,
         prior_strength=prior_strength,
         max_objects=max_objects,
+        background=background,
     )
     cfg.validate()
     if not 0.0 <= heldout_prior_strength <= 1.0:

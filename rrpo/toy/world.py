@@ -46,6 +46,12 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "white": (235, 235, 235),
 }
 BACKGROUND: tuple[int, int, int] = (0, 0, 0)
+# "black": the plain background. "gradient": red rises left -> right and blue top -> bottom (0 .. 110,
+# far below the palette's brightness), so every patch's pixels say where in the frame it is: the
+# vision tower of a tiny model has no absolute position embedding, and the language model then has to
+# find an object's place from rotary positions alone, which a 4-layer model did not learn (docs/toy.md).
+BACKGROUNDS: tuple[str, ...] = ("black", "gradient")
+GRADIENT_MAX = 110
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 # Unit velocity of each direction in image coordinates (y grows downwards).
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
@@ -76,6 +82,7 @@ class WorldConfig:
     prior_colour: str = "red"
     prior_direction: str = "left"
     prior_strength: float = 0.75
+    background: str = "black"  # one of BACKGROUNDS
 
     def validate(self) -> None:
         """Raise RRPOError naming the parameter when the world cannot be sampled as configured."""
@@ -114,6 +121,8 @@ class WorldConfig:
             )
         if not 0.0 <= self.prior_strength <= 1.0:
             raise RRPOError(f"world: prior_strength must be in [0, 1], got {self.prior_strength}")
+        if self.background not in BACKGROUNDS:
+            raise RRPOError(f"world: background must be one of {list(BACKGROUNDS)}, got {self.background!r}")
         if not 0.0 <= self.p_stay <= 1.0:
             raise RRPOError(f"world: p_stay must be in [0, 1], got {self.p_stay}")
         if self.min_visible < 2 or self.min_visible > self.frames:
@@ -194,19 +203,29 @@ class Scene:
     frames: int = 16
     size: int = 64
     shape_size: int = 18
+    background: str = "black"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "frames": self.frames,
             "size": self.size,
             "shape_size": self.shape_size,
             "objects": [asdict(o) for o in self.objects],
         }
+        if self.background != "black":  # black scenes keep the layout of worlds made before the option
+            out["background"] = self.background
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scene:
         objects = tuple(SceneObject(**o) for o in data["objects"])
-        return cls(objects=objects, frames=data["frames"], size=data["size"], shape_size=data["shape_size"])
+        return cls(
+            objects=objects,
+            frames=data["frames"],
+            size=data["size"],
+            shape_size=data["shape_size"],
+            background=data.get("background", "black"),
+        )
 
     def colours(self) -> list[str]:
         return [o.colour for o in self.objects]
@@ -254,7 +273,13 @@ def sample_scene(
                 break
             objects.append(obj)
         else:
-            return Scene(tuple(objects), frames=cfg.frames, size=cfg.size, shape_size=cfg.shape_size)
+            return Scene(
+                tuple(objects),
+                frames=cfg.frames,
+                size=cfg.size,
+                shape_size=cfg.shape_size,
+                background=cfg.background,
+            )
     raise RRPOError(
         f"could not place {n} non-overlapping objects in {max_tries} tries; use fewer or smaller shapes"
     )
@@ -378,6 +403,21 @@ def _draw(image: np.ndarray, shape: str, cx: float, cy: float, half: float, colo
     image[y0:y1, x0:x1][mask] = colour
 
 
+def background_image(kind: str, size: int) -> np.ndarray:
+    """uint8 [size, size, 3] background: BACKGROUND for "black"; for "gradient" red = GRADIENT_MAX * x
+    and blue = GRADIENT_MAX * y with x, y the pixel centre's position in [0, 1] (0 = left / top)."""
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    if kind == "black":
+        image[...] = BACKGROUND
+        return image
+    if kind != "gradient":
+        raise ValueError(f"unknown background {kind!r}; known: {BACKGROUNDS}")
+    ramp = np.round(GRADIENT_MAX * (np.arange(size) + 0.5) / size).astype(np.uint8)
+    image[:, :, 0] = ramp[None, :]
+    image[:, :, 2] = ramp[:, None]
+    return image
+
+
 def render_clip(scene: Scene, *, frames: int | None = None, size: int | None = None) -> np.ndarray:
     """Render a scene to uint8 RGB frames [T, H, W, 3] with T = `frames`, H = W = `size`.
 
@@ -392,7 +432,7 @@ def render_clip(scene: Scene, *, frames: int | None = None, size: int | None = N
         raise ValueError(f"size must be an even number >= 2 (H.264), got {side}")
     scale = side / scene.size
     video = np.empty((t_total, side, side, 3), dtype=np.uint8)
-    video[...] = BACKGROUND
+    video[...] = background_image(scene.background, side)
     half = scene.shape_size / 2 * scale
     odd = 0.5 if scene.shape_size % 2 else 0.0
     for obj in scene.objects:
