@@ -399,6 +399,37 @@ def test_pretrain_command_flags_reach_the_config(world, tmp_path, monkeypatch):
     assert "--aux-tasks colours" in (out / "PROVENANCE.md").read_text()
 
 
+def test_pretrain_command_generates_the_background_it_is_given(world, tmp_path, monkeypatch, capsys):
+    """Without --data the command generates the default world with --background; with --data the
+    flag is an error (the dataset has its own background), never silently ignored."""
+    from rrpo.cli import main
+    from rrpo.toy import splits
+
+    seen = {}
+
+    def fake_generate(out, **params):
+        seen.update(params, out=out)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(splits, "generate_dataset", fake_generate)
+    args = ["toy", "pretrain", "--out", str(tmp_path / "m"), "--data-cache", str(tmp_path / "w")]
+    with pytest.raises(RuntimeError, match="stop here"):
+        main([*args, "--background", "gradient", "--no-progress"])
+    assert seen["background"] == "gradient" and seen["n_pretrain"] == pt.DEFAULT_DATA["n_pretrain"]
+    args = [
+        "toy",
+        "pretrain",
+        "--data",
+        str(world),
+        "--out",
+        str(tmp_path / "m2"),
+        "--background",
+        "gradient",
+    ]
+    assert main(args) == 1
+    assert "--data has its own" in capsys.readouterr().err
+
+
 def test_run_pretrain_from_init_starts_from_its_weights(world, tmp_path):
     from safetensors.torch import load_file
 

@@ -82,6 +82,12 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n-pretrain", type=int, default=None, help="pretraining clips of the generated dataset")
     p.add_argument(
+        "--background",
+        choices=("black", "gradient"),
+        default=None,
+        help="background of the generated dataset (`rrpo toy generate --background`; default black)",
+    )
+    p.add_argument(
         "--vision-lr-scale",
         type=float,
         default=None,
@@ -122,12 +128,16 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         raise RRPOError(f"{out}: exists and is not empty; pass --overwrite to replace the model there")
     t0 = time.perf_counter()
     data = Path(args.data) if args.data else None
+    if data is not None and (args.background is not None or args.n_pretrain is not None):
+        raise RRPOError("--background and --n-pretrain shape the generated dataset; --data has its own")
     if data is None:
         from rrpo.toy.splits import generate_dataset
 
         params = dict(DEFAULT_DATA)
         if args.n_pretrain is not None:
             params["n_pretrain"] = args.n_pretrain
+        if args.background not in (None, "black"):  # black is generate_dataset's default: same cache name
+            params["background"] = args.background
         name = "rrpo-toy-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
         data = Path(args.data_cache) if args.data_cache else Path(tempfile.gettempdir()) / name
         if not (data / "world.json").is_file():
