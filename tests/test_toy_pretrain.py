@@ -284,6 +284,29 @@ def test_order_mcq_aux_examples_match_rendered_pixels(world):
     assert all(sorted(v) == ["A", "B"] for v in letters.values())
 
 
+def test_option_lookup_names_the_option_of_an_object_in_the_clip(world):
+    from rrpo.toy.splits import load_scenes, load_world
+    from rrpo.toy.world import PALETTE, render_clip
+
+    records = pt.read_pretrain(world)
+    scenes = load_scenes(world)
+    colours = load_world(world)["config"]["colours"]
+    exs = pt.aux_examples(records, scenes, colours, ["option_lookup"])
+    assert len(exs) == len(records)  # 3 objects of 4 colours at most: there is always an absent one
+    letters = []
+    for ex in exs:
+        frames = render_clip(scenes[records[ex.clip]["id"]])
+        lines = ex.prompt.splitlines()
+        asked = lines[0].removeprefix("Question: Which option is the ").rstrip("?")
+        options = [line[4:] for line in lines if line[:3] in ("(A)", "(B)")]
+        seen = [(frames == PALETTE[o.split()[1]]).all(-1).any() for o in options]
+        assert seen.count(True) == 1 and options[seen.index(True)] == f"the {asked}"
+        letter = "AB"[seen.index(True)]
+        assert ex.decisive == 1 and ex.answer == f"({letter}) the {asked}"
+        letters.append(letter)
+    assert 0.3 < letters.count("A") / len(letters) < 0.7
+
+
 def test_aux_examples_match_rendered_pixels(world):
     from rrpo.toy.splits import load_scenes, load_world
     from rrpo.toy.world import PALETTE, render_clip

@@ -249,6 +249,7 @@ def test_render_scales_and_rejects_bad_arguments():
         ({"size": 63}, "even"),
         ({"prior_strength": 1.5}, "prior_strength"),
         ({"background": "white"}, "background"),
+        ({"trail": 4}, "trail"),
     ],
 )
 def test_bad_world_parameters_are_named(kwargs, message):
@@ -506,3 +507,39 @@ def black_of(scene):
     from rrpo.toy.world import Scene
 
     return Scene.from_dict({**scene.to_dict(), "background": "black"})
+
+
+def test_trail_lies_behind_the_object_and_reads_as_background():
+    """With `trail`, the pixels a moving object covered in the last frames are drawn dimmed behind it:
+    in any single frame the dim pixels' centroid is displaced against the motion, the object itself
+    is drawn exactly as without a trail, and every dim pixel is nearest to the background colour, so
+    the palette tests (and H.264's colour rounding) see only the objects."""
+    from rrpo.toy.world import DIRECTIONS, TRAIL_ALPHAS, Scene
+
+    cfg = WorldConfig(trail=3)
+    checked = 0
+    for scene in [sample_scene(np.random.default_rng([5, i]), cfg) for i in range(30)]:
+        assert scene.trail == 3 and Scene.from_dict(scene.to_dict()) == scene
+        plain = render_clip(Scene.from_dict({**scene.to_dict(), "trail": 0}))
+        frames = render_clip(scene)
+        exact = np.zeros(frames.shape[:3], dtype=bool)
+        for obj in scene.objects:
+            mask = exact_mask(plain, obj.colour)
+            assert np.array_equal(exact_mask(frames, obj.colour), mask)  # the object is untouched
+            exact |= mask
+        dim = frames.any(-1) & ~exact
+        labels = nearest_palette(frames, CFG.colours)
+        assert (labels[dim] == 0).all()  # trail pixels read as background
+        for obj in scene.objects:
+            level = np.array(PALETTE[obj.colour], dtype=np.float32)
+            for t in range(obj.start + 2, obj.end):
+                # dim pixels of this object's colour hue: a multiple of its colour below TRAIL_ALPHAS[0]
+                ratio = frames[t].astype(np.float32) / level
+                mine = dim[t] & (np.ptp(ratio, -1) < 0.05) & (ratio.max(-1) <= TRAIL_ALPHAS[0] + 0.01)
+                if mine.sum() < 10:
+                    continue  # the trail hidden under another object
+                behind = centroid(mine) - centroid(exact_mask(frames[t : t + 1], obj.colour)[0])
+                dx, dy = DIRECTIONS[obj.direction]
+                assert behind @ np.array([dx, dy]) < -3, (obj, t, behind)
+                checked += 1
+    assert checked > 50

@@ -95,6 +95,12 @@ def _register_generate(toy_sub: argparse._SubParsersAction) -> None:
         help="'gradient': a dim red/blue ramp that tells where in the frame each patch is (default black)",
     )
     p.add_argument(
+        "--trail",
+        type=int,
+        default=0,
+        help="earlier positions (0-3 frames) drawn dimmed behind each moving object (default 0)",
+    )
+    p.add_argument(
         "--prior-strength",
         type=float,
         default=0.75,
@@ -128,6 +134,7 @@ def run_generate(args: argparse.Namespace) -> int:
         heldout_prior_strength=args.heldout_prior_strength,
         max_objects=args.max_objects,
         background=args.background,
+        trail=args.trail,
         curriculum=args.curriculum,
         fps=args.fps,
         write_mp4=not args.no_videos,

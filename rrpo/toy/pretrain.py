@@ -344,8 +344,9 @@ AUX_PROMPTS = {
 # Every auxiliary task: the prompted ones above, plus VideoHallucer-style yes/no pairs made by the
 # world's own generators (both sides, the evaluation's prompt), the benchmark's motion and temporal
 # kinds that pretrain.jsonl lacks.
-# "order_mcq" adds the benchmark's own order question in all four variants for one pair per clip.
-AUX_TASKS = (*AUX_PROMPTS, "yesno_motion", "yesno_temporal", "order_mcq")
+# "order_mcq" adds the benchmark's own order question in all four variants for one pair per clip;
+# "option_lookup" the step of every multiple-choice answer that reads no video: naming an option's letter.
+AUX_TASKS = (*AUX_PROMPTS, "yesno_motion", "yesno_temporal", "order_mcq", "option_lookup")
 
 
 def aux_examples(
@@ -381,7 +382,10 @@ def aux_examples(
       asked "Which appears first / last, X or Y?" with the options in both orders: four questions on
       one video whose answer letter flips with the option order, so only reading the options and the
       video together answers them (the model answered "Does X appear before Y?" at 87 % while
-      choosing the order question's letter at chance).
+      choosing the order question's letter at chance);
+    - "option_lookup": "Which option is the blue circle?" with two options in the benchmark's format
+      (one of the clip's objects and an absent object of another colour, in either order), answered
+      with that option: the letter-finding half of the order question, learnable from the text alone.
 
     Every answer puts a space before the colour, so it is the same token as in the questions
     (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
@@ -443,6 +447,22 @@ def aux_examples(
                         }
                         tag = f"{rec['id']}/{kind}/{which}-{named[0].colour}"
                         out.append(turn_example(i, turn, tag))
+                continue
+            elif kind == "option_lookup":
+                absent = [c for c in colours if c not in present]
+                if not absent:
+                    continue
+                obj = scene.objects[i % len(scene.objects)]
+                other = f"the {absent[(i // 2) % len(absent)]} {scene.objects[(i // 3) % len(scene.objects)].shape}"
+                options = [f"the {obj.name}", other] if (i // 5) % 2 else [other, f"the {obj.name}"]
+                turn = {
+                    "kind": kind,
+                    "question": f"Which option is the {obj.name}?",
+                    "answer": f"the {obj.name}",
+                    "answer_type": "mcq",
+                    "options": options,
+                }
+                out.append(turn_example(i, turn, f"{rec['id']}/{kind}"))
                 continue
             elif kind in ("yesno_motion", "yesno_temporal"):
                 rng = np.random.default_rng([7, i])

@@ -88,6 +88,12 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         help="background of the generated dataset (`rrpo toy generate --background`; default black)",
     )
     p.add_argument(
+        "--trail",
+        type=int,
+        default=None,
+        help="motion trail of the generated dataset (`rrpo toy generate --trail`; default 0)",
+    )
+    p.add_argument(
         "--vision-lr-scale",
         type=float,
         default=None,
@@ -128,8 +134,10 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         raise RRPOError(f"{out}: exists and is not empty; pass --overwrite to replace the model there")
     t0 = time.perf_counter()
     data = Path(args.data) if args.data else None
-    if data is not None and (args.background is not None or args.n_pretrain is not None):
-        raise RRPOError("--background and --n-pretrain shape the generated dataset; --data has its own")
+    if data is not None and any(v is not None for v in (args.background, args.trail, args.n_pretrain)):
+        raise RRPOError(
+            "--background, --trail and --n-pretrain shape the generated dataset; --data has its own"
+        )
     if data is None:
         from rrpo.toy.splits import generate_dataset
 
@@ -138,6 +146,8 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             params["n_pretrain"] = args.n_pretrain
         if args.background not in (None, "black"):  # black is generate_dataset's default: same cache name
             params["background"] = args.background
+        if args.trail:
+            params["trail"] = args.trail
         name = "rrpo-toy-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
         data = Path(args.data_cache) if args.data_cache else Path(tempfile.gettempdir()) / name
         if not (data / "world.json").is_file():

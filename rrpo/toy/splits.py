@@ -317,6 +317,7 @@ def generate_dataset(
     heldout_prior_strength: float = 0.5,
     max_objects: int = 3,
     background: str = "black",
+    trail: int = 0,
     curriculum: float = 0.25,
     fps: float = 8.0,
     config: WorldConfig | None = None,
@@ -329,7 +330,7 @@ def generate_dataset(
     contents of its world.json.
 
     `config` gives every world parameter at once; otherwise `frames`, `size`, `shape_size`,
-    `prior_strength`, `max_objects` and `background` override WorldConfig's defaults. `write_mp4=False` writes only
+    `prior_strength`, `max_objects`, `background` and `trail` override WorldConfig's defaults. `write_mp4=False` writes only
     the JSON files (fast; for inspecting questions). An existing dataset (world.json present) is
     replaced only with `overwrite=True`, which deletes its videos and benchmarks first.
     """
@@ -341,6 +342,7 @@ def generate_dataset(
         prior_strength=prior_strength,
         max_objects=max_objects,
         background=background,
+        trail=trail,
     )
     cfg.validate()
     if not 0.0 <= heldout_prior_strength <= 1.0:

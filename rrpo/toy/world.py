@@ -52,6 +52,12 @@ BACKGROUND: tuple[int, int, int] = (0, 0, 0)
 # find an object's place from rotary positions alone, which a 4-layer model did not learn (docs/toy.md).
 BACKGROUNDS: tuple[str, ...] = ("black", "gradient")
 GRADIENT_MAX = 110
+# Motion trail (`WorldConfig.trail` = k): the object's positions 1 .. k frames earlier (never before it
+# appears) drawn under it at these fractions of its colour, like a camera's motion blur. A tiny vision
+# tower with 2-frame temporal patches did not learn to tell direction from position changes across
+# tokens (docs/toy.md); a trail makes each frame's patch show where the object came from. Dim enough
+# that the nearest palette colour of a trail pixel is the background, even after H.264.
+TRAIL_ALPHAS: tuple[float, ...] = (0.35, 0.2, 0.1)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 # Unit velocity of each direction in image coordinates (y grows downwards).
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
@@ -83,6 +89,7 @@ class WorldConfig:
     prior_direction: str = "left"
     prior_strength: float = 0.75
     background: str = "black"  # one of BACKGROUNDS
+    trail: int = 0  # earlier positions drawn dimmed behind a moving object (at most len(TRAIL_ALPHAS))
 
     def validate(self) -> None:
         """Raise RRPOError naming the parameter when the world cannot be sampled as configured."""
@@ -123,6 +130,8 @@ class WorldConfig:
             raise RRPOError(f"world: prior_strength must be in [0, 1], got {self.prior_strength}")
         if self.background not in BACKGROUNDS:
             raise RRPOError(f"world: background must be one of {list(BACKGROUNDS)}, got {self.background!r}")
+        if not 0 <= self.trail <= len(TRAIL_ALPHAS):
+            raise RRPOError(f"world: trail must be in [0, {len(TRAIL_ALPHAS)}] frames, got {self.trail}")
         if not 0.0 <= self.p_stay <= 1.0:
             raise RRPOError(f"world: p_stay must be in [0, 1], got {self.p_stay}")
         if self.min_visible < 2 or self.min_visible > self.frames:
@@ -204,6 +213,7 @@ class Scene:
     size: int = 64
     shape_size: int = 18
     background: str = "black"
+    trail: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -214,6 +224,8 @@ class Scene:
         }
         if self.background != "black":  # black scenes keep the layout of worlds made before the option
             out["background"] = self.background
+        if self.trail:
+            out["trail"] = self.trail
         return out
 
     @classmethod
@@ -225,6 +237,7 @@ class Scene:
             size=data["size"],
             shape_size=data["shape_size"],
             background=data.get("background", "black"),
+            trail=int(data.get("trail", 0)),
         )
 
     def colours(self) -> list[str]:
@@ -279,6 +292,7 @@ def sample_scene(
                 size=cfg.size,
                 shape_size=cfg.shape_size,
                 background=cfg.background,
+                trail=cfg.trail,
             )
     raise RRPOError(
         f"could not place {n} non-overlapping objects in {max_tries} tries; use fewer or smaller shapes"
@@ -435,6 +449,22 @@ def render_clip(scene: Scene, *, frames: int | None = None, size: int | None = N
     video[...] = background_image(scene.background, side)
     half = scene.shape_size / 2 * scale
     odd = 0.5 if scene.shape_size % 2 else 0.0
+    # Trails first, under every object: a pixel behind several earlier positions takes the strongest
+    # (most recent) one's alpha, blended once over the background (where two objects' trails cross,
+    # the later object's wins: a pixel is never a mix of two colours).
+    ground = background_image(scene.background, side).astype(np.float32)
+    for obj in scene.objects:
+        colour = np.array(PALETTE[obj.colour], dtype=np.float32)
+        for t in range(obj.start, obj.end):
+            alpha = np.zeros((side, side, 1), dtype=np.float32)
+            for back in range(1, min(scene.trail, t - obj.start) + 1):
+                cx, cy = obj.centre(t - back)
+                ghost = np.zeros((side, side, 1), dtype=np.float32)
+                _draw(ghost, obj.shape, (cx + odd) * scale, (cy + odd) * scale, half, np.ones(1))
+                alpha = np.maximum(alpha, TRAIL_ALPHAS[back - 1] * ghost)
+            if alpha.any():
+                blend = np.round(ground * (1 - alpha) + colour * alpha).astype(np.uint8)
+                video[t] = np.where(alpha > 0, blend, video[t])
     for obj in scene.objects:
         colour = np.array(PALETTE[obj.colour], dtype=np.uint8)
         for t in range(obj.start, obj.end):
