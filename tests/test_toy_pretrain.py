@@ -464,6 +464,25 @@ def test_run_pretrain_from_init_starts_from_its_weights(world, tmp_path):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)  # lr 0
     assert (out / "tokenizer.json").read_bytes() == (init / "tokenizer.json").read_bytes()
     assert summary["model"]["init"] == str(init)
+    # An intermediate checkpoint (save_every) is a whole model: it loads and initialises another run.
+    cfg_save = pt.TrainConfig(steps=1, batch_size=2, lr=0.0, warmup=1, eval_every=1, threads=1, seed=0)
+    pt.run_pretrain(
+        world,
+        tmp_path / "s",
+        spec=TINY,
+        cfg=cfg_save,
+        progress=False,
+        log=lambda s: None,
+        init=init,
+        save_every=1,
+    )
+    steps = sorted((tmp_path / "s").glob("step_*"))
+    assert steps and (steps[0] / "rrpo_family.json").is_file() and (steps[0] / "tokenizer.json").is_file()
+    pt.run_pretrain(
+        world, tmp_path / "s2", spec=TINY, cfg=cfg, progress=False, log=lambda s: None, init=steps[0]
+    )
+    saved = load_file(tmp_path / "s2" / "model.safetensors")
+    assert all(torch.equal(before[k], saved[k]) for k in before)
     other = pt.ModelSpec(**{**TINY.__dict__, "hidden_size": 64})
     with pytest.raises(RRPOError, match="toy_model_spec differs"):
         pt.run_pretrain(

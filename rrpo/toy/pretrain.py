@@ -1071,7 +1071,11 @@ def run_pretrain(
         metrics = quick_eval(model, encoder, small, frames, perturb=False)
         log(f"step {step}: " + ", ".join(f"{k} {v['clean']:.0f}" for k, v in metrics.items()))
         if save_every and step % save_every == 0:
+            # A whole model (tokenizer, processor, rrpo_family.json too): `load_model` and `--init` take it.
             model.save_pretrained(out / f"step_{step}")
+            for f in out.iterdir():
+                if f.is_file() and not (out / f"step_{step}" / f.name).exists():
+                    shutil.copy2(f, out / f"step_{step}" / f.name)
         return metrics
 
     loss0 = initial_loss(
