@@ -453,6 +453,37 @@ def test_pretrain_command_generates_the_background_it_is_given(world, tmp_path, 
     assert "--data has its own" in capsys.readouterr().err
 
 
+def test_vision_pretrain_trains_only_the_vision_tower_on_pixel_true_targets(world, tmp_path):
+    """`direction_targets` agrees with the rendered pixels; `--vision-steps` moves the vision tower
+    and merger, leaves every language-model weight as it was, and is recorded in the summary."""
+    from safetensors.torch import load_file
+
+    from rrpo.toy.splits import load_scenes, load_world
+    from rrpo.toy.world import DIRECTIONS, PALETTE, render_clip
+
+    records = pt.read_pretrain(world)
+    scenes = load_scenes(world)
+    colours = load_world(world)["config"]["colours"]
+    targets = pt.direction_targets([scenes[r["id"]] for r in records], colours)
+    for i, r in enumerate(records):
+        frames = render_clip(scenes[r["id"]])
+        for k, c in enumerate(colours):
+            mask = (frames == np.array(PALETTE[c], dtype=np.uint8)).all(-1)
+            want = 0 if not mask.any() else 1 + list(DIRECTIONS).index(_pixel_direction(mask))
+            assert int(targets[i, k]) == want
+
+    init = pt.build_toy_model(tmp_path / "init", TINY, seed=5)
+    cfg = pt.TrainConfig(steps=1, batch_size=2, lr=0.0, warmup=1, eval_every=0, threads=1, vision_steps=3)
+    out = tmp_path / "out"
+    summary = pt.run_pretrain(world, out, spec=TINY, cfg=cfg, progress=False, log=lambda s: None, init=init)
+    before, after = load_file(init / "model.safetensors"), load_file(out / "model.safetensors")
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(".visual." in f".{k}" for k in moved)  # lr 0 for the language model
+    vision = summary["vision_pretrain"]
+    assert len(vision["losses"]) == 3 and all(np.isfinite(vision["losses"]))
+    assert 0.0 <= vision["heldout_accuracy"][3] <= 1.0  # scored on the world's test clips
+
+
 def test_run_pretrain_from_init_starts_from_its_weights(world, tmp_path):
     from safetensors.torch import load_file
 

@@ -99,6 +99,16 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="the vision tower and merger learn at this multiple of --lr (default 1)",
     )
+    p.add_argument(
+        "--vision-steps",
+        type=int,
+        default=None,
+        help="first train the vision tower alone for this many steps: a probe on its pooled output "
+        "predicts each colour's direction of motion (default 0)",
+    )
+    p.add_argument(
+        "--vision-lr", type=float, default=None, help="learning rate of --vision-steps (default 3e-3)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_pretrain_command)
@@ -172,6 +182,8 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             "decisive_loss": args.decisive_loss,
             "format_loss": args.format_loss,
             "vision_lr_scale": args.vision_lr_scale,
+            "vision_steps": args.vision_steps,
+            "vision_lr": args.vision_lr,
         }.items()
         if v is not None
     }
