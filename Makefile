@@ -20,8 +20,8 @@ test: setup
 demo: setup
 	$(VENV)/bin/rrpo demo
 
-# Replays the three runs that made rrpo/toy/checkpoint (PROVENANCE.md there): about 2.6 hours on one
-# CPU core. The result lands in build/toy/stage3; copy it over rrpo/toy/checkpoint to replace the model.
+# Replays the five runs that made rrpo/toy/checkpoint (PROVENANCE.md there): about 3.3 hours on one
+# CPU core. The result lands in build/toy/stage5; copy it over rrpo/toy/checkpoint to replace the model.
 TOY_MIX := --kinds order,direction,count,existence --no-decisive-loss --lr 1e-3 --warmup 50 --no-progress
 TOY_COLOUR := colours,first_colour,which_colour
 TOY_MOTION := directions,which_direction,first_direction,yesno_motion,yesno_temporal
@@ -33,6 +33,13 @@ toy-checkpoint: setup
 	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage2 --out build/toy/stage3 --overwrite $(TOY_MIX) \
 		--aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION) --focus-kinds earlier_colour,first_colour,which_colour \
 		--focus-steps 150 --steps 2267
+	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage3 --out build/toy/stage4 --overwrite $(TOY_MIX) \
+		--aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION),order_mcq,option_lookup \
+		--vision-steps 2000 --vision-lr 3e-3 --vision-lr-scale 0.3 \
+		--focus-kinds direction,yesno_motion,first_direction,which_direction,directions --focus-steps 300 --steps 250
+	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage4 --out build/toy/stage5 --overwrite $(TOY_MIX) \
+		--aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION),order_mcq,option_lookup --vision-lr-scale 0 \
+		--focus-kinds direction,yesno_motion,first_direction,which_direction,directions --focus-steps 150 --steps STAGE5_STEPS
 
 lint: setup
 	$(VENV)/bin/ruff check rrpo tests benchmarks
