@@ -20,7 +20,7 @@ test: setup
 demo: setup
 	$(VENV)/bin/rrpo demo
 
-# Replays the five runs that made rrpo/toy/checkpoint (PROVENANCE.md there): about 3.3 hours on one
+# Replays the five runs that made rrpo/toy/checkpoint (PROVENANCE.md there): about 3.5 hours on one
 # CPU core. The result lands in build/toy/stage5; copy it over rrpo/toy/checkpoint to replace the model.
 TOY_MIX := --kinds order,direction,count,existence --no-decisive-loss --lr 1e-3 --warmup 50 --no-progress
 TOY_COLOUR := colours,first_colour,which_colour
@@ -39,7 +39,7 @@ toy-checkpoint: setup
 		--focus-kinds direction,yesno_motion,first_direction,which_direction,directions --focus-steps 300 --steps 250
 	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage4 --out build/toy/stage5 --overwrite $(TOY_MIX) \
 		--aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION),order_mcq,option_lookup --vision-lr-scale 0 \
-		--focus-kinds direction,yesno_motion,first_direction,which_direction,directions --focus-steps 150 --steps STAGE5_STEPS
+		--focus-kinds direction,yesno_motion,first_direction,which_direction,directions --focus-steps 150 --steps 1727
 
 lint: setup
 	$(VENV)/bin/ruff check rrpo tests benchmarks
