@@ -389,7 +389,7 @@ def aux_examples(
 
     Every answer puts a space before the colour, so it is the same token as in the questions
     (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
-    from rrpo.toy.world import DIRECTIONS, motion_pair, temporal_pairs
+    from rrpo.toy.world import DIRECTIONS, motion_pair, order_qa, temporal_pairs
 
     unknown = sorted(set(kinds) - set(AUX_TASKS))
     if unknown:
@@ -435,15 +435,15 @@ def aux_examples(
                 pairs = [(a, b) for a in range(len(objs)) for b in range(a + 1, len(objs))]
                 a, b = pairs[i % len(pairs)]
                 early, late = objs[a], objs[b]
-                for which, right in (("first", early), ("last", late)):
+                for which in ("first", "last"):
                     for named in ((early, late), (late, early)):
-                        options = [f"the {o.name}" for o in named]
+                        qa = order_qa(early, late, which, named)  # the benchmark's own wording
                         turn = {
                             "kind": kind,
-                            "question": f"Which appears {which}, {options[0]} or {options[1]}?",
-                            "answer": f"the {right.name}",
+                            "question": qa.question,
+                            "answer": qa.answer,
                             "answer_type": "mcq",
-                            "options": options,
+                            "options": list(qa.options),
                         }
                         tag = f"{rec['id']}/{kind}/{which}-{named[0].colour}"
                         out.append(turn_example(i, turn, tag))
@@ -872,7 +872,8 @@ def vision_pretrain(
     and at the end: accuracy over (clip, colour) cells where the colour is present."""
     torch.manual_seed(cfg.seed)
     visual = visual_tower(model)
-    hidden = int(video_features(model, encoder, frames[:1]).shape[-1])
+    with torch.no_grad():  # the tower's output width (the merger's, = the text hidden size)
+        hidden = int(video_features(model, encoder, frames[:1]).shape[-1])
     n_colours = targets.shape[1]
     head = torch.nn.Sequential(torch.nn.LayerNorm(hidden), torch.nn.Linear(hidden, 5 * n_colours))
     opt = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=cfg.vision_lr, weight_decay=0.0)

@@ -446,14 +446,14 @@ def render_clip(scene: Scene, *, frames: int | None = None, size: int | None = N
         raise ValueError(f"size must be an even number >= 2 (H.264), got {side}")
     scale = side / scene.size
     video = np.empty((t_total, side, side, 3), dtype=np.uint8)
-    video[...] = background_image(scene.background, side)
+    ground = background_image(scene.background, side)
+    video[...] = ground
     half = scene.shape_size / 2 * scale
     odd = 0.5 if scene.shape_size % 2 else 0.0
     # Trails first, under every object: a pixel behind several earlier positions takes the strongest
     # (most recent) one's alpha, blended once over the background (where two objects' trails cross,
     # the later object's wins: a pixel is never a mix of two colours).
-    ground = background_image(scene.background, side).astype(np.float32)
-    for obj in scene.objects:
+    for obj in scene.objects if scene.trail else ():
         colour = np.array(PALETTE[obj.colour], dtype=np.float32)
         for t in range(obj.start, obj.end):
             alpha = np.zeros((side, side, 1), dtype=np.float32)
@@ -546,7 +546,12 @@ def order_question(scene: Scene, rng: np.random.Generator) -> QA | None:
     i, j = sorted(int(k) for k in rng.choice(len(scene.objects), 2, replace=False))
     early, late = scene.objects[i], scene.objects[j]  # objects are sorted by appearance
     which = "first" if rng.random() < 0.5 else "last"
-    named = [early, late] if rng.random() < 0.5 else [late, early]
+    named = (early, late) if rng.random() < 0.5 else (late, early)
+    return order_qa(early, late, which, named)
+
+
+def order_qa(early: SceneObject, late: SceneObject, which: str, named: tuple[SceneObject, SceneObject]) -> QA:
+    """'Which appears <which>, <named[0]> or <named[1]>?' about two objects, `early` appearing first."""
     options = tuple(f"the {o.name}" for o in named)
     answer = f"the {(early if which == 'first' else late).name}"
     question = f"Which appears {which}, {options[0]} or {options[1]}?"
