@@ -307,6 +307,34 @@ def test_option_lookup_names_the_option_of_an_object_in_the_clip(world):
     assert 0.3 < letters.count("A") / len(letters) < 0.7
 
 
+def test_colour_order_mcq_names_the_first_or_last_colour_in_pixels(world):
+    from rrpo.toy.splits import load_scenes, load_world
+    from rrpo.toy.world import PALETTE, WorldConfig, render_clip
+
+    records = pt.read_pretrain(world)
+    scenes = load_scenes(world)
+    cfg = load_world(world)["config"]
+    exs = pt.aux_examples(records, scenes, cfg["colours"], ["colour_order_mcq"], WorldConfig(**cfg))
+    assert len(exs) == len(records)  # one per clip, single-object clips too
+    asked = []
+    for ex in exs:
+        frames = render_clip(scenes[records[ex.clip]["id"]])
+        first = {
+            c: int(np.flatnonzero((frames == PALETTE[c]).all(-1).any((1, 2)))[0])
+            for c in cfg["colours"]
+            if (frames == PALETTE[c]).all(-1).any()
+        }
+        which = "first" if "appears first" in ex.prompt else "last"
+        right = (min if which == "first" else max)(first, key=first.get)
+        letter = "ABCD"[cfg["colours"].index(right)]
+        assert ex.decisive == 1 and ex.answer == f"({letter}) {right}", ex.prompt
+        assert [line[4:] for line in ex.prompt.splitlines() if line[:1] == "("] == cfg["colours"]
+        asked.append(which)
+    assert asked.count("first") > 0 and asked.count("last") > 0
+    with pytest.raises(RRPOError, match="world's config"):
+        pt.aux_examples(records, scenes, cfg["colours"], ["colour_order_mcq"])
+
+
 def test_aux_examples_match_rendered_pixels(world):
     from rrpo.toy.splits import load_scenes, load_world
     from rrpo.toy.world import PALETTE, render_clip

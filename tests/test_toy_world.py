@@ -24,6 +24,7 @@ from rrpo.toy.world import (
     PALETTE,
     WorldConfig,
     caption,
+    colour_order_qa,
     count_question,
     describe,
     existence_questions,
@@ -250,11 +251,82 @@ def test_render_scales_and_rejects_bad_arguments():
         ({"prior_strength": 1.5}, "prior_strength"),
         ({"background": "white"}, "background"),
         ({"trail": 4}, "trail"),
+        ({"order_question": "which"}, "order_question"),
     ],
 )
 def test_bad_world_parameters_are_named(kwargs, message):
     with pytest.raises(RRPOError, match=message):
         sample_scene(np.random.default_rng(0), WorldConfig(**kwargs))
+
+
+def test_colour_order_question_names_the_first_and_last_colour_in_pixels():
+    cfg = WorldConfig(order_question="colour")
+    seen = {"first": 0, "last": 0}
+    for i, scene in enumerate(scenes(40)):
+        frames = render_clip(scene)
+        first = {c: visible_frames(exact_mask(frames, c))[0] for c in scene.colours()}
+        for which, pick in (("first", min), ("last", max)):
+            qa = colour_order_qa(scene, which, cfg)
+            assert qa.question == f"Which colour appears {which}?" and qa.options == CFG.colours
+            assert qa.answer == pick(first, key=first.get) and qa.kind == "order"
+        # In a "colour" world the order question keeps the pair question's random draws (so every
+        # later question of the clip is the same) and its first / last.
+        pair = order_question(scene, np.random.default_rng(i))
+        colour = order_question(scene, np.random.default_rng(i), cfg)
+        assert (pair is None) == (colour is None)
+        if pair is not None:
+            which = pair.info["which"]
+            assert colour.info["which"] == which and colour.question.endswith(f"{which}?")
+            assert colour.answer == (min if which == "first" else max)(first, key=first.get)
+            seen[which] += 1
+            rng_pair, rng_colour = np.random.default_rng(i), np.random.default_rng(i)
+            order_question(scene, rng_pair), order_question(scene, rng_colour, cfg)
+            assert rng_pair.random() == rng_colour.random()
+    assert min(seen.values()) > 5
+
+
+def test_colour_order_world_changes_only_the_order_questions(tmp_path):
+    pair = generate_dataset(tmp_path / "pair", seed=5, write_mp4=False, **SMALL)
+    colour = generate_dataset(tmp_path / "colour", seed=5, write_mp4=False, order_question="colour", **SMALL)
+    assert colour["config"]["order_question"] == "colour" and pair["config"]["order_question"] == "pair"
+
+    def files(root: Path) -> dict[str, str]:
+        return {
+            str(f.relative_to(root)): f.read_text()
+            for f in sorted(root.rglob("*.json*"))
+            if f.name != "world.json"
+        }
+
+    a, b = files(tmp_path / "pair"), files(tmp_path / "colour")
+    assert a.keys() == b.keys()
+    changed = sorted(k for k in a if a[k] != b[k])
+    assert "scenes.jsonl" not in changed and "benchmarks/temporal/order.json" in changed
+    assert set(changed) <= {"benchmarks/temporal/order.json", "pretrain.jsonl", "train.jsonl"}
+    scenes_by_id = load_scenes(tmp_path / "colour")
+    order = json.loads(b["benchmarks/temporal/order.json"])
+    assert len(order) == len(json.loads(a["benchmarks/temporal/order.json"])) > 0
+    for item in order:
+        scene = scenes_by_id[Path(item["video"]).stem]
+        assert item["candidates"] == list(CFG.colours)
+        which = item["question"].split()[-1].rstrip("?")
+        assert item["answer"] == scene.objects[0 if which == "first" else -1].colour
+
+    # Every other question of the pretraining and pool records is the same in both worlds.
+    def split(text: str, kinds: list) -> tuple[list, list]:
+        rows = [json.loads(line) for line in text.splitlines()]
+        if "turns" in rows[0]:  # pretrain.jsonl: one record per clip, its questions as turns
+            rows = [dict(t, clip=r["id"]) for r in rows for t in r["turns"]]
+        else:
+            rows = [dict(r, kind=r["metadata"]["kind"]) for r in rows]
+        kinds.extend(r["kind"] for r in rows)
+        return [r for r in rows if r["kind"] == "order"], [r for r in rows if r["kind"] != "order"]
+
+    for name in ("pretrain.jsonl", "train.jsonl"):
+        kinds: list = []
+        (order_a, rest_a), (order_b, rest_b) = split(a[name], kinds), split(b[name], kinds)
+        assert rest_a == rest_b and len(order_a) == len(order_b) > 0
+        assert all(r["question"].startswith("Which colour appears") for r in order_b)
+        assert all(r["options"] == list(CFG.colours) for r in order_b)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -101,6 +101,13 @@ def _register_generate(toy_sub: argparse._SubParsersAction) -> None:
         help="earlier positions (0-3 frames) drawn dimmed behind each moving object (default 0)",
     )
     p.add_argument(
+        "--order-question",
+        choices=("pair", "colour"),
+        default="pair",
+        help="'pair': 'Which appears first, the red circle or the blue square?' (two options); 'colour': "
+        "'Which colour appears first?' with the palette as options (what the committed toy model reads)",
+    )
+    p.add_argument(
         "--prior-strength",
         type=float,
         default=0.75,
@@ -135,6 +142,7 @@ def run_generate(args: argparse.Namespace) -> int:
         max_objects=args.max_objects,
         background=args.background,
         trail=args.trail,
+        order_question=args.order_question,
         curriculum=args.curriculum,
         fps=args.fps,
         write_mp4=not args.no_videos,

@@ -345,8 +345,16 @@ AUX_PROMPTS = {
 # world's own generators (both sides, the evaluation's prompt), the benchmark's motion and temporal
 # kinds that pretrain.jsonl lacks.
 # "order_mcq" adds the benchmark's own order question in all four variants for one pair per clip;
-# "option_lookup" the step of every multiple-choice answer that reads no video: naming an option's letter.
-AUX_TASKS = (*AUX_PROMPTS, "yesno_motion", "yesno_temporal", "order_mcq", "option_lookup")
+# "option_lookup" the step of every multiple-choice answer that reads no video: naming an option's letter;
+# "colour_order_mcq" the order question with the palette as options (`--order-question colour` worlds).
+AUX_TASKS = (
+    *AUX_PROMPTS,
+    "yesno_motion",
+    "yesno_temporal",
+    "order_mcq",
+    "option_lookup",
+    "colour_order_mcq",
+)
 
 
 def aux_examples(
@@ -385,17 +393,22 @@ def aux_examples(
       choosing the order question's letter at chance);
     - "option_lookup": "Which option is the blue circle?" with two options in the benchmark's format
       (one of the clip's objects and an absent object of another colour, in either order), answered
-      with that option: the letter-finding half of the order question, learnable from the text alone.
+      with that option: the letter-finding half of the order question, learnable from the text alone;
+    - "colour_order_mcq": "Which colour appears first?" / "... last?" (alternating by record) with the
+      palette as options (`world.colour_order_qa`, the order question of worlds generated with
+      `--order-question colour`); `world_config` is required.
 
     Every answer puts a space before the colour, so it is the same token as in the questions
     (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
-    from rrpo.toy.world import DIRECTIONS, motion_pair, order_qa, temporal_pairs
+    from rrpo.toy.world import DIRECTIONS, colour_order_qa, motion_pair, order_qa, temporal_pairs
 
     unknown = sorted(set(kinds) - set(AUX_TASKS))
     if unknown:
         raise RRPOError(f"unknown auxiliary tasks {unknown}; known: {sorted(AUX_TASKS)}")
-    if world_config is None and {"yesno_motion", "yesno_temporal"} & set(kinds):
-        raise RRPOError("the yesno_motion / yesno_temporal auxiliary tasks need the world's config")
+    if world_config is None and {"yesno_motion", "yesno_temporal", "colour_order_mcq"} & set(kinds):
+        raise RRPOError(
+            "the yesno_motion, yesno_temporal and colour_order_mcq auxiliary tasks need the world's config"
+        )
     out = []
     for i, rec in enumerate(records):
         scene = scenes.get(rec["id"])
@@ -463,6 +476,11 @@ def aux_examples(
                     "options": options,
                 }
                 out.append(turn_example(i, turn, f"{rec['id']}/{kind}"))
+                continue
+            elif kind == "colour_order_mcq":
+                qa = colour_order_qa(scene, ("first", "last")[(i // 2) % 2], world_config)
+                turn = {"kind": kind, "question": qa.question, "answer": qa.answer, "answer_type": "mcq"}
+                out.append(turn_example(i, {**turn, "options": list(qa.options)}, f"{rec['id']}/{kind}"))
                 continue
             elif kind in ("yesno_motion", "yesno_temporal"):
                 rng = np.random.default_rng([7, i])

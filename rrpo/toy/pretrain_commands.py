@@ -94,6 +94,12 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         help="motion trail of the generated dataset (`rrpo toy generate --trail`; default 0)",
     )
     p.add_argument(
+        "--order-question",
+        choices=("pair", "colour"),
+        default=None,
+        help="order question of the generated dataset (`rrpo toy generate --order-question`; default pair)",
+    )
+    p.add_argument(
         "--vision-lr-scale",
         type=float,
         default=None,
@@ -144,9 +150,11 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         raise RRPOError(f"{out}: exists and is not empty; pass --overwrite to replace the model there")
     t0 = time.perf_counter()
     data = Path(args.data) if args.data else None
-    if data is not None and any(v is not None for v in (args.background, args.trail, args.n_pretrain)):
+    shaping = (args.background, args.trail, args.n_pretrain, args.order_question)
+    if data is not None and any(v is not None for v in shaping):
         raise RRPOError(
-            "--background, --trail and --n-pretrain shape the generated dataset; --data has its own"
+            "--background, --trail, --order-question and --n-pretrain shape the generated dataset; "
+            "--data has its own"
         )
     if data is None:
         from rrpo.toy.splits import generate_dataset
@@ -158,6 +166,8 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             params["background"] = args.background
         if args.trail:
             params["trail"] = args.trail
+        if args.order_question not in (None, "pair"):  # pair is generate_dataset's default: same cache name
+            params["order_question"] = args.order_question
         name = "rrpo-toy-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
         data = Path(args.data_cache) if args.data_cache else Path(tempfile.gettempdir()) / name
         if not (data / "world.json").is_file():

@@ -219,7 +219,7 @@ def heldout_benchmarks(clips: Sequence[Clip], seed: int, config: WorldConfig) ->
     for clip in clips:
         rng = clip_rng(seed, clip.split, clip.index, QUESTION_STREAM)
         scene = clip.scene
-        order = order_question(scene, rng)
+        order = order_question(scene, rng, config)
         if order is not None:
             temporal["order"].append(mvbench_entry(clip, order))
         obj = scene.objects[int(rng.integers(len(scene.objects)))]
@@ -318,6 +318,7 @@ def generate_dataset(
     max_objects: int = 3,
     background: str = "black",
     trail: int = 0,
+    order_question: str = "pair",
     curriculum: float = 0.25,
     fps: float = 8.0,
     config: WorldConfig | None = None,
@@ -330,7 +331,7 @@ def generate_dataset(
     contents of its world.json.
 
     `config` gives every world parameter at once; otherwise `frames`, `size`, `shape_size`,
-    `prior_strength`, `max_objects`, `background` and `trail` override WorldConfig's defaults. `write_mp4=False` writes only
+    `prior_strength`, `max_objects`, `background`, `trail` and `order_question` override WorldConfig's defaults. `write_mp4=False` writes only
     the JSON files (fast; for inspecting questions). An existing dataset (world.json present) is
     replaced only with `overwrite=True`, which deletes its videos and benchmarks first.
     """
@@ -343,6 +344,7 @@ def generate_dataset(
         max_objects=max_objects,
         background=background,
         trail=trail,
+        order_question=order_question,
     )
     cfg.validate()
     if not 0.0 <= heldout_prior_strength <= 1.0:

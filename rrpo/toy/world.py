@@ -51,6 +51,9 @@ BACKGROUND: tuple[int, int, int] = (0, 0, 0)
 # vision tower of a tiny model has no absolute position embedding, and the language model then has to
 # find an object's place from rotary positions alone, which a 4-layer model did not learn (docs/toy.md).
 BACKGROUNDS: tuple[str, ...] = ("black", "gradient")
+# The order question: "pair" asks "Which appears first, the red circle or the blue square?" with those
+# two options; "colour" asks "Which colour appears first?" with the palette's colours as options.
+ORDER_QUESTIONS: tuple[str, ...] = ("pair", "colour")
 GRADIENT_MAX = 110
 # Motion trail (`WorldConfig.trail` = k): the object's positions 1 .. k frames earlier (never before it
 # appears) drawn under it at these fractions of its colour, like a camera's motion blur. A tiny vision
@@ -90,6 +93,7 @@ class WorldConfig:
     prior_strength: float = 0.75
     background: str = "black"  # one of BACKGROUNDS
     trail: int = 0  # earlier positions drawn dimmed behind a moving object (at most len(TRAIL_ALPHAS))
+    order_question: str = "pair"  # one of ORDER_QUESTIONS
 
     def validate(self) -> None:
         """Raise RRPOError naming the parameter when the world cannot be sampled as configured."""
@@ -130,6 +134,10 @@ class WorldConfig:
             raise RRPOError(f"world: prior_strength must be in [0, 1], got {self.prior_strength}")
         if self.background not in BACKGROUNDS:
             raise RRPOError(f"world: background must be one of {list(BACKGROUNDS)}, got {self.background!r}")
+        if self.order_question not in ORDER_QUESTIONS:
+            raise RRPOError(
+                f"world: order_question must be one of {list(ORDER_QUESTIONS)}, got {self.order_question!r}"
+            )
         if not 0 <= self.trail <= len(TRAIL_ALPHAS):
             raise RRPOError(f"world: trail must be in [0, {len(TRAIL_ALPHAS)}] frames, got {self.trail}")
         if not 0.0 <= self.p_stay <= 1.0:
@@ -535,11 +543,13 @@ class HallucinationPair:
     hallucinated: QA
 
 
-def order_question(scene: Scene, rng: np.random.Generator) -> QA | None:
+def order_question(scene: Scene, rng: np.random.Generator, cfg: WorldConfig | None = None) -> QA | None:
     """'Which appears first, the red circle or the blue square?' (or 'last'); None with one object.
 
     The two objects are named in random order, and 'first' / 'last' is random, so the position of the
-    right answer in the question carries no information.
+    right answer in the question carries no information. With `cfg.order_question == "colour"`:
+    'Which colour appears first?' (`colour_order_qa`) for the same 'first' / 'last', after the same
+    random draws, so every other question of the clip is the same in both kinds of world.
     """
     if len(scene.objects) < 2:
         return None
@@ -547,6 +557,8 @@ def order_question(scene: Scene, rng: np.random.Generator) -> QA | None:
     early, late = scene.objects[i], scene.objects[j]  # objects are sorted by appearance
     which = "first" if rng.random() < 0.5 else "last"
     named = (early, late) if rng.random() < 0.5 else (late, early)
+    if cfg is not None and cfg.order_question == "colour":
+        return colour_order_qa(scene, which, cfg)
     return order_qa(early, late, which, named)
 
 
@@ -557,6 +569,19 @@ def order_qa(early: SceneObject, late: SceneObject, which: str, named: tuple[Sce
     question = f"Which appears {which}, {options[0]} or {options[1]}?"
     return QA(
         "order", question, answer, "mcq", options, {"colours": [o.colour for o in named], "which": which}
+    )
+
+
+def colour_order_qa(scene: Scene, which: str, cfg: WorldConfig) -> QA:
+    """'Which colour appears first?' (or 'last') with the palette's colours as options, in palette order.
+
+    The fixed options make this the order question a tiny model can answer: read the first (last)
+    colour from the video, then its fixed letter, as for direction and count. The two-object
+    'Which appears first, X or Y?' also needs the option's letter looked up, a composition the toy
+    model never learned (docs/toy.md)."""
+    obj = scene.objects[0] if which == "first" else scene.objects[-1]  # sorted by appearance
+    return QA(
+        "order", f"Which colour appears {which}?", obj.colour, "mcq", tuple(cfg.colours), {"which": which}
     )
 
 
@@ -619,7 +644,7 @@ def clip_questions(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> 
     """Every question kind a clip supports: order (2+ objects), one direction question per object,
     count, one existence 'yes' and one 'no', and the open description."""
     out: list[QA] = []
-    order = order_question(scene, rng)
+    order = order_question(scene, rng, cfg)
     if order is not None:
         out.append(order)
     out.extend(direction_question(scene, o, cfg) for o in scene.objects)
