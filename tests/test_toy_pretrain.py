@@ -318,19 +318,19 @@ def test_colour_order_mcq_names_the_first_or_last_colour_in_pixels(world):
     assert len(exs) == len(records)  # one per clip, single-object clips too
     asked = []
     for ex in exs:
+        assert ex.prompt.startswith("Question: Which colour appears first?")
         frames = render_clip(scenes[records[ex.clip]["id"]])
         first = {
             c: int(np.flatnonzero((frames == PALETTE[c]).all(-1).any((1, 2)))[0])
             for c in cfg["colours"]
             if (frames == PALETTE[c]).all(-1).any()
         }
-        which = "first" if "appears first" in ex.prompt else "last"
-        right = (min if which == "first" else max)(first, key=first.get)
+        right = min(first, key=first.get)
         letter = "ABCD"[cfg["colours"].index(right)]
         assert ex.decisive == 1 and ex.answer == f"({letter}) {right}", ex.prompt
         assert [line[4:] for line in ex.prompt.splitlines() if line[:1] == "("] == cfg["colours"]
-        asked.append(which)
-    assert asked.count("first") > 0 and asked.count("last") > 0
+        asked.append(right)
+    assert len(set(asked)) > 1
     with pytest.raises(RRPOError, match="world's config"):
         pt.aux_examples(records, scenes, cfg["colours"], ["colour_order_mcq"])
 
@@ -467,6 +467,11 @@ def test_pretrain_command_generates_the_background_it_is_given(world, tmp_path, 
     with pytest.raises(RuntimeError, match="stop here"):
         main([*args, "--background", "gradient", "--no-progress"])
     assert seen["background"] == "gradient" and seen["n_pretrain"] == pt.DEFAULT_DATA["n_pretrain"]
+    assert "order_question" not in seen  # the default world: the same cache name as before the flag
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop here"):
+        main([*args, "--order-question", "colour", "--no-progress"])
+    assert seen["order_question"] == "colour" and "background" not in seen
     args = [
         "toy",
         "pretrain",
@@ -478,6 +483,8 @@ def test_pretrain_command_generates_the_background_it_is_given(world, tmp_path, 
         "gradient",
     ]
     assert main(args) == 1
+    assert "--data has its own" in capsys.readouterr().err
+    assert main([*args[:-2], "--order-question", "colour"]) == 1
     assert "--data has its own" in capsys.readouterr().err
 
 

@@ -394,9 +394,9 @@ def aux_examples(
     - "option_lookup": "Which option is the blue circle?" with two options in the benchmark's format
       (one of the clip's objects and an absent object of another colour, in either order), answered
       with that option: the letter-finding half of the order question, learnable from the text alone;
-    - "colour_order_mcq": "Which colour appears first?" / "... last?" (alternating by record) with the
-      palette as options (`world.colour_order_qa`, the order question of worlds generated with
-      `--order-question colour`); `world_config` is required.
+    - "colour_order_mcq": "Which colour appears first?" with the palette as options, for every clip
+      (`world.colour_order_qa`; the order question of worlds generated with `--order-question
+      colour` asks it of clips with 2+ objects); `world_config` is required.
 
     Every answer puts a space before the colour, so it is the same token as in the questions
     (" blue"; the toy tokenizer splits a bare "blue" at the start of a reply into pieces)."""
@@ -478,7 +478,7 @@ def aux_examples(
                 out.append(turn_example(i, turn, f"{rec['id']}/{kind}"))
                 continue
             elif kind == "colour_order_mcq":
-                qa = colour_order_qa(scene, ("first", "last")[(i // 2) % 2], world_config)
+                qa = colour_order_qa(scene, "first", world_config)
                 turn = {"kind": kind, "question": qa.question, "answer": qa.answer, "answer_type": "mcq"}
                 out.append(turn_example(i, {**turn, "options": list(qa.options)}, f"{rec['id']}/{kind}"))
                 continue

@@ -52,7 +52,8 @@ BACKGROUND: tuple[int, int, int] = (0, 0, 0)
 # find an object's place from rotary positions alone, which a 4-layer model did not learn (docs/toy.md).
 BACKGROUNDS: tuple[str, ...] = ("black", "gradient")
 # The order question: "pair" asks "Which appears first, the red circle or the blue square?" with those
-# two options; "colour" asks "Which colour appears first?" with the palette's colours as options.
+# two options; "colour" asks "Which colour appears first?" with the palette's colours as options
+# (what the committed toy model answers: it never learned the two-option question, docs/toy.md).
 ORDER_QUESTIONS: tuple[str, ...] = ("pair", "colour")
 GRADIENT_MAX = 110
 # Motion trail (`WorldConfig.trail` = k): the object's positions 1 .. k frames earlier (never before it
@@ -548,8 +549,8 @@ def order_question(scene: Scene, rng: np.random.Generator, cfg: WorldConfig | No
 
     The two objects are named in random order, and 'first' / 'last' is random, so the position of the
     right answer in the question carries no information. With `cfg.order_question == "colour"`:
-    'Which colour appears first?' (`colour_order_qa`) for the same 'first' / 'last', after the same
-    random draws, so every other question of the clip is the same in both kinds of world.
+    'Which colour appears first?' (`colour_order_qa`), after the same random draws, so every other
+    question of the clip is the same in both kinds of world.
     """
     if len(scene.objects) < 2:
         return None
@@ -558,7 +559,8 @@ def order_question(scene: Scene, rng: np.random.Generator, cfg: WorldConfig | No
     which = "first" if rng.random() < 0.5 else "last"
     named = (early, late) if rng.random() < 0.5 else (late, early)
     if cfg is not None and cfg.order_question == "colour":
-        return colour_order_qa(scene, which, cfg)
+        # "first" only: the toy model reads the first colour; "last" stayed below chance (docs/toy.md).
+        return colour_order_qa(scene, "first", cfg)
     return order_qa(early, late, which, named)
 
 
