@@ -20,8 +20,8 @@ test: setup
 demo: setup
 	$(VENV)/bin/rrpo demo
 
-# Replays the five runs that made rrpo/toy/checkpoint (PROVENANCE.md there): about 3.5 hours on one
-# CPU core. The result lands in build/toy/stage5; copy it over rrpo/toy/checkpoint to replace the model.
+# Replays the six runs that made rrpo/toy/checkpoint (PROVENANCE.md there): about 4 hours on one
+# CPU core. The result lands in build/toy/stage6; copy it over rrpo/toy/checkpoint to replace the model.
 TOY_MIX := --kinds order,direction,count,existence --no-decisive-loss --lr 1e-3 --warmup 50 --no-progress
 TOY_COLOUR := colours,first_colour,which_colour
 TOY_MOTION := directions,which_direction,first_direction,yesno_motion,yesno_temporal
@@ -40,6 +40,9 @@ toy-checkpoint: setup
 	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage4 --out build/toy/stage5 --overwrite $(TOY_MIX) \
 		--aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION),order_mcq,option_lookup --vision-lr-scale 0 \
 		--focus-kinds direction,yesno_motion,first_direction,which_direction,directions --focus-steps 150 --steps 1727
+	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage5 --out build/toy/stage6 --overwrite $(TOY_MIX) \
+		--order-question colour --aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION),colour_order_mcq --vision-lr-scale 0 \
+		--focus-kinds order,colour_order_mcq,first_colour --focus-steps 150 --steps 1200
 
 lint: setup
 	$(VENV)/bin/ruff check rrpo tests benchmarks
