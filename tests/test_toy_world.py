@@ -282,6 +282,8 @@ def test_colour_order_question_names_the_first_and_last_colour_in_pixels():
             order_question(scene, rng_pair), order_question(scene, rng_colour, cfg)
             assert rng_pair.random() == rng_colour.random()
     assert min(seen.values()) > 5
+    with pytest.raises(ValueError, match="first"):
+        colour_order_qa(scenes(1)[0], "middle", cfg)
 
 
 def test_colour_order_world_changes_only_the_order_questions(tmp_path):

@@ -331,9 +331,10 @@ def generate_dataset(
     contents of its world.json.
 
     `config` gives every world parameter at once; otherwise `frames`, `size`, `shape_size`,
-    `prior_strength`, `max_objects`, `background`, `trail` and `order_question` override WorldConfig's defaults. `write_mp4=False` writes only
-    the JSON files (fast; for inspecting questions). An existing dataset (world.json present) is
-    replaced only with `overwrite=True`, which deletes its videos and benchmarks first.
+    `prior_strength`, `max_objects`, `background`, `trail` and `order_question` override
+    WorldConfig's defaults. `write_mp4=False` writes only the JSON files (fast; for inspecting
+    questions). An existing dataset (world.json present) is replaced only with `overwrite=True`,
+    which deletes its videos and benchmarks first.
     """
     out = Path(out_dir)
     cfg = config or WorldConfig(

@@ -581,6 +581,8 @@ def colour_order_qa(scene: Scene, which: str, cfg: WorldConfig) -> QA:
     colour from the video, then its fixed letter, as for direction and count. The two-object
     'Which appears first, X or Y?' also needs the option's letter looked up, a composition the toy
     model never learned (docs/toy.md)."""
+    if which not in ("first", "last"):
+        raise ValueError(f"which must be 'first' or 'last', got {which!r}")
     obj = scene.objects[0] if which == "first" else scene.objects[-1]  # sorted by appearance
     return QA(
         "order", f"Which colour appears {which}?", obj.colour, "mcq", tuple(cfg.colours), {"which": which}
