@@ -479,8 +479,9 @@ def aux_examples(
                 continue
             elif kind == "colour_order_mcq":
                 qa = colour_order_qa(scene, "first", world_config)
-                turn = {"kind": kind, "question": qa.question, "answer": qa.answer, "answer_type": "mcq"}
-                out.append(turn_example(i, {**turn, "options": list(qa.options)}, f"{rec['id']}/{kind}"))
+                turn = {"kind": kind, "question": qa.question, "answer": qa.answer, "answer_type": "mcq",
+                        "options": list(qa.options)}  # fmt: skip
+                out.append(turn_example(i, turn, f"{rec['id']}/{kind}"))
                 continue
             elif kind in ("yesno_motion", "yesno_temporal"):
                 rng = np.random.default_rng([7, i])
