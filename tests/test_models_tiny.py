@@ -10,6 +10,7 @@ import torch
 
 from rrpo.errors import RRPOError
 from rrpo.models import FAMILIES, SkipPair, build_tiny_model, encode_pair, family_of, load_model
+from rrpo.video.io import Clip
 
 NUM_FRAMES = 4
 
@@ -133,10 +134,10 @@ def test_encode_pair_tokens_and_spans(qwen):
 def test_encode_pair_qwen25_and_qwen3_video_timing(tiny_dirs):
     """Qwen2.5-VL gets second_per_grid_ts from the sampled fps; Qwen3-VL prompt timestamps follow it."""
     q25 = load_model(tiny_dirs["qwen2.5-vl"], num_frames=NUM_FRAMES)
-    ep = encode_pair(q25, _frames(q25), "q", "a b", "a c", [(2, 3)], [(2, 3)], sampled_fps=1.0)
+    ep = encode_pair(q25, Clip.uniform(_frames(q25), 1.0), "q", "a b", "a c", [(2, 3)], [(2, 3)])
     assert ep.mm["second_per_grid_ts"].tolist() == [2.0]  # temporal patch 2 / 1 fps
     q3 = load_model(tiny_dirs["qwen3-vl"], num_frames=NUM_FRAMES)
-    ep = encode_pair(q3, _frames(q3), "q", "a b", "a c", [(2, 3)], [(2, 3)], sampled_fps=1.0)
+    ep = encode_pair(q3, Clip.uniform(_frames(q3), 1.0), "q", "a b", "a c", [(2, 3)], [(2, 3)])
     text = q3.tokenizer.decode(ep.prefix_ids)
     # frames 0..3 at 1 fps, two per temporal patch: mean timestamps 0.5 s and 2.5 s.
     assert "<0.5 seconds>" in text and "<2.5 seconds>" in text

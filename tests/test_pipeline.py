@@ -47,7 +47,11 @@ def _questions(root: Path, n: int) -> list[VideoQuestion]:
 def masked_fooled_generator(items):
     """Wrong whenever a frame is black (masked); right otherwise. Prompts decide the format."""
     out = []
-    for frames, prompt in items:
+    for clip, prompt in items:
+        # The pipeline hands over clips: perturbed frames in the source's real time slots.
+        assert len(clip.timestamps) == len(clip.frames) and clip.source_fps > 0
+        assert clip.timestamps == sorted(clip.timestamps)
+        frames = clip.frames
         fooled = bool((frames.reshape(len(frames), -1).max(axis=1) == 0).any())
         if "Options:" in prompt:
             out.append("A" if fooled else "B")

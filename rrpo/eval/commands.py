@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rrpo.models.options import add_model_options, model_options
+
 BENCHMARK_NAMES = ("videohallucer", "tvbench", "mvbench", "videomme", "mlvu", "tempcompass", "longvideobench")
 
 
@@ -50,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--video-root", required=True, type=Path)
     e.add_argument("--frames", type=int, default=64)
     e.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    add_model_options(e)
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--max-new-tokens", type=int, default=32)
     e.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke tests)")
@@ -71,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--video-root", required=True, type=Path)
     d.add_argument("--frames", type=int, default=16)
     d.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    add_model_options(d)
     d.add_argument("--limit", type=int, default=None)
     d.add_argument("--out", required=True, type=Path)
     d.set_defaults(func=run_deviation_cmd)
@@ -164,6 +168,7 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
         scoring=args.scoring,
         limit=args.limit,
         judge=_judge_from(args, args.out / "judge_cache"),
+        load_options=model_options(args),
     )
     return 0
 
@@ -182,6 +187,7 @@ def run_deviation_cmd(args: argparse.Namespace) -> int:
         frames=args.frames,
         frame_size=tuple(args.frame_size) if args.frame_size else None,
         limit=args.limit,
+        load_options=model_options(args),
     )
     print(json.dumps({k: v for k, v in result.items() if k != "per_example"}, indent=2))
     return 0

@@ -53,6 +53,7 @@ def model_deviation(
     limit: int | None = None,
     vlm: Any = None,
     progress: bool = True,
+    load_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-token KL(base || aligned) over held-out responses; writes deviation.json and deviation.png."""
     from tqdm.auto import tqdm
@@ -61,7 +62,9 @@ def model_deviation(
 
     examples = _examples(Path(data))[:limit] if limit else _examples(Path(data))
     if vlm is None:
-        vlm = load_model(model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size)
+        vlm = load_model(
+            model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size, **(load_options or {})
+        )
     if not hasattr(vlm.model, "disable_adapter"):
         raise RRPOError(f"{adapter_dir}: the model has no LoRA adapter to compare with its base")
     video_root, out_dir = Path(video_root), Path(out_dir)
@@ -70,7 +73,7 @@ def model_deviation(
     per_example, token_kls, skipped = [], [], []
     for ex in tqdm(examples, desc="deviation", unit="ex", disable=not progress):
         try:
-            clip = vlm.read_frames(video_root / ex["video"])
+            clip = vlm.read_clip(video_root / ex["video"])
         except VideoError as err:
             skipped.append({"id": ex["id"], "reason": f"bad video: {err.reason}"})
             continue

@@ -35,15 +35,17 @@ def run_eval(
     vlm: Any = None,
     progress: bool = True,
     quiet: bool = False,
+    load_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Answer every question of `benchmark` with the model and score the answers; returns the results."""
+    """Answer every question of `benchmark` with the model and score the answers; returns the results.
+
+    `load_options`: further `load_model` keywords (revision, dtype, attn_implementation, fps,
+    max_frames, max_pixels)."""
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from rrpo.eval.benchmarks import BENCHMARKS
     from rrpo.eval.scoring import format_table, write_results
-    from rrpo.video import read_frames
-
     if benchmark not in BENCHMARKS:
         raise RRPOError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(sorted(BENCHMARKS))}")
     bench = BENCHMARKS[benchmark]
@@ -79,6 +81,7 @@ def run_eval(
                 num_frames=frames,
                 frame_size=frame_size,
                 device=state.device,
+                **(load_options or {}),
             )
         bar = tqdm(
             total=len(todo),
@@ -90,13 +93,8 @@ def run_eval(
             batch, inputs = [], []
             for item in todo[start : start + batch_size]:
                 try:
-                    clip = read_frames(
-                        video_root / item.video,
-                        frames,
-                        size=vlm.frame_size,
-                        start_sec=item.start,
-                        end_sec=item.end,
-                    )
+                    # The model's own sampling (its frame count or rate, native aspect ratio) with timing.
+                    clip = vlm.read_clip(video_root / item.video, start_sec=item.start, end_sec=item.end)
                 except VideoError as err:
                     undecodable.append({"id": item.id, "video": item.video, "reason": err.reason})
                     continue

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rrpo.errors import RRPOError
+from rrpo.video.io import Clip
 
 # The language model's linear layers, by module path. A bare `q_proj` would also hit SigLIP / CLIP
 # vision towers, so the path must go through `language_model`.
@@ -64,8 +65,9 @@ class VideoLMAdapter:
         model_class: name of the transformers class (`transformers.<name>`), loaded with `from_pretrained`.
         trust_remote_code: load model and processor with the checkpoint's own code (LongVU, VideoChat2);
             such a family overrides `language_model`, `lm_head` and `inner_forward` for its custom class.
-        default_frame_size: (h, w) frames are decoded at when neither the caller nor `rrpo_family.json`
-            says otherwise.
+        default_frame_size: a fixed (h, w) frames are resized to when neither the caller nor
+            `rrpo_family.json` says otherwise; None (every real family) keeps the native aspect ratio and
+            lets the checkpoint's processor size the frames, as its authors' pipeline does.
         mrope: True for the Qwen families (3-axis positions from the model's rope index).
     """
 
@@ -73,17 +75,31 @@ class VideoLMAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     model_class: ClassVar[str] = ""
     trust_remote_code: ClassVar[bool] = False
-    default_frame_size: ClassVar[tuple[int, int]] = (336, 336)
+    default_frame_size: ClassVar[tuple[int, int] | None] = None
     mrope: ClassVar[bool] = False
     lora_target_modules: ClassVar[str] = LORA_TARGET_REGEX
 
-    def __init__(self, model, processor, *, num_frames: int = 16, frame_size: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        num_frames: int = 16,
+        frame_size: tuple[int, int] | None = None,
+        fps: float | None = None,
+        max_frames: int = 768,
+        max_pixels: int | None = None,
+    ):
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.num_frames = int(num_frames)
         self.frame_size = tuple(frame_size) if frame_size else self.default_frame_size
+        self.fps = fps
+        self.max_frames = int(max_frames)
+        self.max_pixels = max_pixels
         self._turn_end: str | None = None
+        self.check_template()
 
     # ----- model structure -------------------------------------------------------------------------
     @property
@@ -139,18 +155,68 @@ class VideoLMAdapter:
                 self._turn_end = eos
         return self._turn_end
 
+    def check_template(self) -> None:
+        """Refuse a chat template whose assistant turn rrpo would encode wrongly (reasoning checkpoints).
+
+        rrpo's targets are the response followed by `turn_end`, right after the generation prompt. A
+        "Thinking" template opens a `<think>` block in the generation prompt and renders a finished
+        assistant turn as `<think>\n\n</think>\n\n` + content; training on such a model would need
+        that block in every target and every judged answer, so it is refused instead of silently
+        producing malformed targets.
+        """
+        sentinel = "RRPOSENTINEL"
+        user = {"role": "user", "content": [{"type": "text", "text": "q"}]}
+        try:
+            gen = self.processor.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+            full = self.processor.apply_chat_template(
+                [user, {"role": "assistant", "content": [{"type": "text", "text": sentinel}]}], tokenize=False
+            )
+        except (ValueError, TypeError, AttributeError):
+            return  # no usable template: the tokenizer's EOS fallback applies (tiny test models)
+        between = full[len(gen) : full.find(sentinel)] if full.startswith(gen) else None
+        if "<think>" in gen or (between is not None and between.strip()):
+            raise RRPOError(
+                f"{self.family}: this checkpoint's chat template is a reasoning ('Thinking') template: its "
+                f"generation prompt ends {gen[-20:]!r} and an assistant turn starts {between!r}. rrpo trains "
+                "and judges plain answers; use the Instruct checkpoint (e.g. Qwen/Qwen3-VL-8B-Instruct)"
+            )
+
     # ----- video -----------------------------------------------------------------------------------
+    def read_clip(self, path, *, start_sec: float | None = None, end_sec: float | None = None) -> Clip:
+        """Decode `path` the way this model is fed: `num_frames` uniform frames (or `fps` up to
+        `max_frames`), native aspect ratio unless `frame_size` is set, with their real timestamps."""
+        from rrpo.video.io import decode_clip
+
+        return decode_clip(
+            path,
+            self.num_frames,
+            fps=self.fps,
+            max_frames=self.max_frames,
+            size=self.frame_size,
+            max_pixels=DECODE_MAX_PIXELS,
+            start_sec=start_sec,
+            end_sec=end_sec,
+        )
+
     def read_frames(
         self, path, *, start_sec: float | None = None, end_sec: float | None = None
     ) -> np.ndarray:
-        """`rrpo.video.read_frames` at this model's frame count and size: uint8 [num_frames, h, w, 3]."""
-        from rrpo.video import read_frames
+        """The frames of `read_clip` only: uint8 [T, h, w, 3]."""
+        return self.read_clip(path, start_sec=start_sec, end_sec=end_sec).frames
 
-        return read_frames(path, self.num_frames, size=self.frame_size, start_sec=start_sec, end_sec=end_sec)
-
-    def processor_video_kwargs(self, frames: list[np.ndarray], sampled_fps: float) -> dict[str, Any]:
-        """Extra keyword arguments for `processor(text=..., videos=frames, ...)` (family quirks)."""
+    def processor_video_kwargs(self, clips: list[Clip]) -> dict[str, Any]:
+        """Extra keyword arguments for `processor(text=..., videos=frames, ...)` (family quirks, timing)."""
         return {}
+
+    def video_inputs(self, texts: list[str], clips: list[Clip], **kwargs: Any) -> dict[str, Any]:
+        """The processor's outputs for prompt texts and their clips (one video per text)."""
+        return self.processor(
+            text=texts,
+            videos=[c.frames for c in clips],
+            return_tensors="pt",
+            **self.processor_video_kwargs(clips),
+            **kwargs,
+        )
 
     def mm_keys(self) -> tuple[str, ...]:
         """Processor outputs that belong to the video (kept in `EncodedPair.mm`)."""
@@ -199,11 +265,13 @@ class VideoLMAdapter:
     # ----- generation ------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
-        self, items: list[tuple[np.ndarray, str]], *, max_new_tokens: int = 32, batch_size: int = 4
+        self, items: list[tuple[Clip | np.ndarray, str]], *, max_new_tokens: int = 32, batch_size: int = 4
     ) -> list[str]:
-        """Greedy responses for (frames uint8 [T, H, W, 3], user prompt) items, batched with left padding.
+        """Greedy responses for (clip, user prompt) items, batched with left padding.
 
-        Returns the decoded new text of each item without special tokens, in input order.
+        A clip is a `rrpo.video.Clip` (frames with their timing) or bare frames uint8 [T, H, W, 3]
+        (then taken as `DEFAULT_SAMPLED_FPS` samples). Generation stops at every stop id of the checkpoint
+        (`stop_token_ids`). Returns the decoded new text of each item without special tokens, in order.
         """
         out: list[str] = []
         tok = self.tokenizer
@@ -214,15 +282,9 @@ class VideoLMAdapter:
         try:
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
-                frames = [check_frames(f, where=f"item {start + i}") for i, (f, _) in enumerate(chunk)]
+                clips = [as_clip(f, where=f"item {start + i}") for i, (f, _) in enumerate(chunk)]
                 texts = [self.prompt_text(p) for _, p in chunk]
-                inputs = self.processor(
-                    text=texts,
-                    videos=frames,
-                    padding=True,
-                    return_tensors="pt",
-                    **self.processor_video_kwargs(frames, DEFAULT_SAMPLED_FPS),
-                )
+                inputs = self.video_inputs(texts, clips, padding=True)
                 inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
                 if "pixel_values_videos" in inputs:
                     inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
@@ -231,8 +293,8 @@ class VideoLMAdapter:
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     num_beams=1,
-                    pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.convert_tokens_to_ids(self.turn_end_token_ids_str()),
+                    pad_token_id=self.pad_token_id,
+                    eos_token_id=self.stop_token_ids,
                 )
                 new = gen[:, inputs["input_ids"].shape[1] :]
                 out.extend(s.strip() for s in tok.batch_decode(new, skip_special_tokens=True))
@@ -240,6 +302,28 @@ class VideoLMAdapter:
             tok.padding_side = old_side
             self.model.train(was_training)
         return out
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end a generated turn: every eos id of the checkpoint's `generation_config.json`, then
+        the tokenizer's EOS and the template's end-of-turn token (e.g. Qwen [151645, 151643])."""
+        ids: list[int] = []
+        gen_eos = getattr(getattr(self.hf_model, "generation_config", None), "eos_token_id", None)
+        for i in [*(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])]:
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+        for i in self.tokenizer.convert_tokens_to_ids(self.turn_end_token_ids_str()):
+            if i is not None and i not in ids:
+                ids.append(int(i))
+        return ids
+
+    @property
+    def pad_token_id(self) -> int:
+        """The checkpoint's pad id (`generation_config.json`, else the tokenizer's, else the first stop id)."""
+        pad = getattr(getattr(self.hf_model, "generation_config", None), "pad_token_id", None)
+        if pad is None:
+            pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else self.stop_token_ids[0]
 
     def turn_end_token_ids_str(self) -> list[str]:
         """Tokens that end a generated turn: the EOS token (and the template's closing token if special)."""
@@ -260,9 +344,21 @@ class VideoLMAdapter:
 
 VideoLM = VideoLMAdapter
 
-# Frames from `rrpo.video.read_frames` are uniform samples whose real spacing the caller may not pass;
-# Qwen's own pipeline (qwen-vl-utils) samples at 2 fps, so that is the default time scale.
+# Bare frame arrays carry no timing; they are taken as samples 1/2 s apart (Qwen's own pipeline,
+# qwen-vl-utils, samples at 2 fps). Every rrpo path passes a `Clip` with the real timing instead.
 DEFAULT_SAMPLED_FPS = 2.0
+
+# Decoding downscales (aspect ratio kept) frames larger than this, for speed only: every family's
+# processor then resizes to far fewer pixels itself (Qwen2.5-VL at most 768 x 28 x 28 per frame).
+DECODE_MAX_PIXELS = 1920 * 1080
+
+
+def as_clip(frames: Clip | np.ndarray, *, where: str = "frames") -> Clip:
+    """A `Clip` as it is, or validated bare frames as a clip `DEFAULT_SAMPLED_FPS` samples apart."""
+    if isinstance(frames, Clip):
+        check_frames(frames.frames, where=where)
+        return frames
+    return Clip.uniform(check_frames(frames, where=where), DEFAULT_SAMPLED_FPS)
 
 
 def check_frames(frames: np.ndarray, *, where: str = "frames") -> np.ndarray:

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from rrpo.models.base import VideoLMAdapter
+from rrpo.video.io import Clip
 
 
 class LlavaOneVisionAdapter(VideoLMAdapter):
     family = "llava-onevision"
     model_types = ("llava_onevision",)
     model_class = "LlavaOnevisionForConditionalGeneration"
-    default_frame_size = (384, 384)  # SigLIP-so400m input size
+    # Frames reach the processor at native aspect ratio; it resizes them to its fixed 384 x 384.
 
-    def processor_video_kwargs(self, frames: list[np.ndarray], sampled_fps: float) -> dict[str, Any]:
+    def processor_video_kwargs(self, clips: list[Clip]) -> dict[str, Any]:
         return {"do_sample_frames": False}
 
 
@@ -28,7 +27,8 @@ class LlavaNextVideoAdapter(VideoLMAdapter):
     family = "llava-next-video"
     model_types = ("llava_next_video",)
     model_class = "LlavaNextVideoForConditionalGeneration"
-    default_frame_size = (336, 336)  # CLIP ViT-L/14-336 input size
+    # Frames reach the processor at native aspect ratio: it resizes the shortest edge to 336 and
+    # centre-crops 336 x 336, as the checkpoint was trained.
 
-    def processor_video_kwargs(self, frames: list[np.ndarray], sampled_fps: float) -> dict[str, Any]:
+    def processor_video_kwargs(self, clips: list[Clip]) -> dict[str, Any]:
         return {"do_sample_frames": False}

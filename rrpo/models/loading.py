@@ -1,8 +1,9 @@
-"""Family detection and `load_model`."""
+"""Model resolution (local directory or Hub id), family detection and `load_model`."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,17 @@ def _families() -> dict[str, type[VideoLMAdapter]]:
 
 
 def family_of(model_dir_or_config: str | Path | Any) -> str:
-    """The family name of a model directory (its `rrpo_family.json`, else `config.model_type`) or config.
+    """The family name of a model directory, config object or config dict, from `config.model_type`.
 
-    Accepts a path, a transformers config object, or a config dict.
+    A directory's `rrpo_family.json` (written by `rrpo tiny-model`) is only a hint, used when the model
+    type alone does not name a family.
     """
     families = _families()
+    hint = None
     if isinstance(model_dir_or_config, (str, Path)):
         path = Path(model_dir_or_config)
         if (path / FAMILY_FILE).is_file():
-            family = json.loads((path / FAMILY_FILE).read_text()).get("family")
-            if family in families:
-                return family
+            hint = json.loads((path / FAMILY_FILE).read_text()).get("family")
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise RRPOError(f"{path}: no config.json (not a model directory)")
@@ -42,8 +43,82 @@ def family_of(model_dir_or_config: str | Path | Any) -> str:
     for name, cls in families.items():
         if model_type in cls.model_types:
             return name
+    if hint in families:
+        return hint
     known = ", ".join(f"{n} ({'/'.join(c.model_types)})" for n, c in families.items())
     raise RRPOError(f"unsupported model_type '{model_type}' in {model_dir_or_config}; supported: {known}")
+
+
+# Non-weight files a model needs besides its weights; downloaded with the safetensors shards.
+_MODEL_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "*.py"]
+
+
+def resolve_model(model: str | Path, *, revision: str | None = None, what: str = "model") -> Path:
+    """A local directory for `model`: the directory itself, or a Hub id's snapshot.
+
+    Hub ids ("Qwen/Qwen2.5-VL-7B-Instruct") go through `huggingface_hub.snapshot_download`, so its cache,
+    `HF_HOME`, `HF_TOKEN` and `HF_HUB_OFFLINE=1` apply; `revision` is a branch, tag or commit. Errors
+    say what is wrong (not a directory and not a Hub id, gated, missing, offline without a cached copy).
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    text = str(model)
+    looks_like_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists()
+    if not looks_like_id:
+        raise RRPOError(f"{what} directory not found: {model} (give a local directory or a Hub id like owner/name)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=_MODEL_PATTERNS))
+    except GatedRepoError:
+        raise RRPOError(
+            f"{what} {text}: the repository is gated; accept its licence on huggingface.co and set HF_TOKEN"
+        ) from None
+    except RevisionNotFoundError:
+        raise RRPOError(f"{what} {text}: revision {revision!r} not found") from None
+    except RepositoryNotFoundError:
+        raise RRPOError(
+            f"{what} {text}: no such repository on the Hub (or it is private: set HF_TOKEN), "
+            "and no such local directory"
+        ) from None
+    except LocalEntryNotFoundError:
+        if offline:
+            raise RRPOError(
+                f"{what} {text}: HF_HUB_OFFLINE is set and no copy"
+                + (f" of revision {revision}" if revision else "")
+                + " is in the Hugging Face cache (HF_HOME); download it once online or give a local directory"
+            ) from None
+        raise RRPOError(f"{what} {text}: the Hub cannot be reached and no copy is cached") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise RRPOError(f"{what} {text}: download failed ({err})") from None
+
+
+def _check_processor_files(model_dir: Path) -> None:
+    """Name the fix for processor files an older transformers wrote that this one refuses."""
+    cfg = model_dir / "preprocessor_config.json"
+    if not cfg.is_file():
+        return
+    try:
+        data = json.loads(cfg.read_text())
+    except json.JSONDecodeError as err:
+        raise RRPOError(f"{cfg}: not valid JSON ({err})") from None
+    renamed = {"Qwen2_5_VLImageProcessor": "Qwen2VLImageProcessor"}
+    old = data.get("image_processor_type")
+    if old in renamed:
+        raise RRPOError(
+            f"{cfg}: image_processor_type {old!r} comes from an early snapshot of this checkpoint and "
+            f"transformers names it {renamed[old]!r}; update the snapshot (the current Hub revision has "
+            f"the fix) or edit that field to {renamed[old]!r}"
+        )
 
 
 def _family_meta(model_dir: Path) -> dict:
@@ -51,41 +126,80 @@ def _family_meta(model_dir: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
+DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# The packed pair forward passes a float 4D mask; flash-attention-2 takes only a 2D padding mask (it
+# cannot express "rejected tokens do not see chosen ones"), so it is not offered.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """"auto"/None: bf16 on a GPU that supports it, else fp32 (CPU); or "bf16", "fp16", "fp32"."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in (None, *DTYPES):
+        raise RRPOError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    chosen = DTYPES.get(dtype) if dtype else None
+    if chosen is None:
+        gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        chosen = torch.bfloat16 if gpu_bf16 else torch.float32
+    return chosen
+
+
 def load_model(
     model_dir: str | Path,
     *,
     adapter_dir: str | Path | None = None,
-    dtype: torch.dtype = torch.float32,
+    revision: str | None = None,
+    dtype: str | torch.dtype | None = torch.float32,
     device: str | torch.device | None = None,
     num_frames: int = 16,
     frame_size: tuple[int, int] | None = None,
+    fps: float | None = None,
+    max_frames: int = 768,
+    max_pixels: int | None = None,
     attn_implementation: str = "sdpa",
     is_trainable: bool = False,
 ) -> VideoLMAdapter:
-    """Load a video LLM directory as the family's adapter (the `VideoLM`).
+    """Load a video LLM (local directory or Hub id) as the family's adapter (the `VideoLM`).
 
-    `adapter_dir`: a peft LoRA adapter to wrap the model with (`.model` is then a `PeftModel`;
-    `is_trainable=True` to keep training it). `frame_size` (h, w) defaults to the model's
-    `rrpo_family.json` hint (tiny models) or the family default. The packed pair forward needs an
-    attention implementation that takes a float 4D mask ("sdpa" or "eager"; not flash-attention-2).
+    The family comes from `config.model_type` (`rrpo_family.json` is an optional hint of tiny test
+    models). `adapter_dir`: a peft LoRA adapter (directory or Hub id) to wrap the model with (`.model`
+    is then a `PeftModel`; `is_trainable=True` to keep training it). `dtype`: a torch dtype or "auto",
+    "bf16", "fp16", "fp32". Frames: `num_frames` uniform samples, or `fps` samples per second up to
+    `max_frames`; native aspect ratio sized by the processor (`max_pixels` caps a frame) unless
+    `frame_size` (h, w) is given (tiny models carry one in `rrpo_family.json`). The packed pair forward
+    needs an attention implementation that takes a float 4D mask ("sdpa" or "eager").
     """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise RRPOError(f"model directory not found: {model_dir}")
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise RRPOError(
+            f"--attn-implementation {attn_implementation!r}: choose {' or '.join(ATTN_IMPLEMENTATIONS)} "
+            "(flash-attention-2 cannot take the packed pair forward's 4D float mask)"
+        )
+    model_dir = resolve_model(model_dir, revision=revision)
     family = family_of(model_dir)
     cls = _families()[family]
     meta = _family_meta(model_dir)
-    model = cls.load_hf_model(model_dir, dtype=dtype, attn_implementation=attn_implementation)
+    _check_processor_files(model_dir)
+    model = cls.load_hf_model(model_dir, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation)
     processor = cls.load_processor(model_dir)
     if adapter_dir is not None:
         from peft import PeftModel
 
-        if not Path(adapter_dir).is_dir():
-            raise RRPOError(f"adapter directory not found: {adapter_dir}")
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+        adapter_path = resolve_model(adapter_dir, what="adapter")
+        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=is_trainable)
     if device is not None:
         model = model.to(device)
     model.eval()
     if frame_size is None and meta.get("frame_size"):
         frame_size = tuple(meta["frame_size"])
-    return cls(model, processor, num_frames=num_frames, frame_size=frame_size)
+    vlm = cls(
+        model,
+        processor,
+        num_frames=num_frames,
+        frame_size=frame_size,
+        fps=fps,
+        max_frames=max_frames,
+        max_pixels=max_pixels,
+    )
+    vlm.source = str(model_dir)
+    return vlm

@@ -36,15 +36,15 @@ import torch
 from rrpo.data.spans import fill_offset_gaps, span_ids_from_offsets
 from rrpo.errors import RRPOError
 from rrpo.models.base import (
-    DEFAULT_SAMPLED_FPS,
     EncodedPair,
     SkipPair,
     VideoLMAdapter,
-    check_frames,
+    as_clip,
     is_language_param,
     is_peft_model,
     unwrap_peft,
 )
+from rrpo.video.io import Clip
 
 IGNORE_INDEX = -100
 
@@ -53,14 +53,12 @@ IGNORE_INDEX = -100
 # encode
 # ------------------------------------------------------------------------------------------------------
 def encode_prefix(
-    vlm: VideoLMAdapter, frames: np.ndarray, prompt: str, *, sampled_fps: float = DEFAULT_SAMPLED_FPS
+    vlm: VideoLMAdapter, clip: Clip | np.ndarray, prompt: str
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Prefix token ids [P] and the video tensors of one (frames, prompt) through the family processor."""
-    frames = check_frames(frames)
-    text = vlm.prompt_text(prompt)
-    inputs = vlm.processor(
-        text=[text], videos=[frames], return_tensors="pt", **vlm.processor_video_kwargs([frames], sampled_fps)
-    )
+    """Prefix token ids [P] and the video tensors of one (clip, prompt) through the family processor.
+
+    `clip`: a `rrpo.video.Clip` (frames with their real timing) or bare frames (see `as_clip`)."""
+    inputs = vlm.video_inputs([vlm.prompt_text(prompt)], [as_clip(clip)])
     mm: dict[str, torch.Tensor] = {}
     for key in vlm.mm_keys():
         if key in inputs and inputs[key] is not None:
@@ -104,7 +102,7 @@ def encode_response(
 
 def encode_pair(
     vlm: VideoLMAdapter,
-    frames: np.ndarray,
+    frames: Clip | np.ndarray,
     prompt: str,
     chosen: str,
     rejected: str,
@@ -112,16 +110,15 @@ def encode_pair(
     rejected_spans: Sequence[tuple[int, int]],
     *,
     max_length: int | None = None,
-    sampled_fps: float = DEFAULT_SAMPLED_FPS,
 ) -> EncodedPair:
-    """Tokenise one preference pair (frames uint8 [T, H, W, 3]).
+    """Tokenise one preference pair (`frames`: a `Clip`, or bare uint8 [T, H, W, 3] frames).
 
     `max_length` bounds each sequence prefix + response (the length either would have on its own). The
     prefix is never truncated; responses lose tokens at their end (`truncated=True`). Raises `SkipPair`
     when the prefix alone reaches `max_length`, or a response that had span tokens would keep none.
-    `sampled_fps` is the rate of the sampled frames (Qwen2.5-VL / Qwen3-VL temporal positions, timestamps).
+    The clip's timing feeds Qwen2.5-VL's temporal positions and Qwen3-VL's prompt timestamps.
     """
-    prefix_ids, mm = encode_prefix(vlm, frames, prompt, sampled_fps=sampled_fps)
+    prefix_ids, mm = encode_prefix(vlm, frames, prompt)
     c_ids, c_spans = encode_response(vlm, chosen, chosen_spans, field="chosen")
     r_ids, r_spans = encode_response(vlm, rejected, rejected_spans, field="rejected")
     truncated = False

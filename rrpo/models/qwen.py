@@ -4,8 +4,17 @@ Quirks handled here (see /work/shared/notes/offline-video-llms.md):
 - Positions are 3-axis (temporal, height, width). The prefix's come from the model's own rope index; the
   text after the prefix continues at the same value on all axes, so responses get start + arange.
 - Qwen2.5-VL's rope index silently ignores a missing `second_per_grid_ts` (wrong temporal positions), and
-  Qwen3-VL's processor silently assumes 24 fps without `video_metadata`; both get metadata here from the
-  sampled frame rate.
+  Qwen3-VL's processor silently assumes 24 fps without `video_metadata`; both get the clip's real timing
+  here (source fps, the sampled frames' indices in the source, the sampled rate).
+- Frames arrive at their native aspect ratio; the processor sizes them (`smart_resize`) with the
+  per-frame pixel cap and the total budget across frames that qwen-vl-utils applies
+  (`cap_pixels_per_frame=True`). Qwen2/2.5-VL checkpoints ship only an image `preprocessor_config.json`
+  whose `max_pixels` (12.8 M) the video processor inherits; their reference video pipeline caps a frame
+  at 768 x 28 x 28 pixels, which is used unless `--max-pixels` says otherwise.
+- transformers 5.24's Qwen3-VL processor expands `<|video_pad|>` inside the template's
+  `<|vision_start|>...<|vision_end|>`, nesting the markers; the official layout (Qwen's processor and
+  qwen-vl-utils) is `<t seconds><|vision_start|>frame tokens<|vision_end|>` per frame pair, so the outer
+  pair is removed before the processor runs.
 - transformers 5.x wants `mm_token_type_ids` covering the whole sequence (zeros for appended text).
 """
 
@@ -13,10 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from rrpo.models.base import VideoLMAdapter
+from rrpo.video.io import Clip
+
+# qwen-vl-utils' VIDEO_MAX_PIXELS for Qwen2/2.5-VL (= the Qwen2-VL video processor's own class default).
+QWEN2_VIDEO_MAX_PIXELS = 768 * 28 * 28
 
 
 class Qwen2VLAdapter(VideoLMAdapter):
@@ -25,16 +37,25 @@ class Qwen2VLAdapter(VideoLMAdapter):
     family = "qwen2-vl"
     model_types = ("qwen2_vl",)
     model_class = "Qwen2VLForConditionalGeneration"
-    # 448 = 16 merged patches of 28 px per side: 256 tokens per 2 frames, 2048 for 16 frames.
-    default_frame_size = (448, 448)
     mrope = True
 
     def mm_keys(self) -> tuple[str, ...]:
         return ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
-    def processor_video_kwargs(self, frames: list[np.ndarray], sampled_fps: float) -> dict[str, Any]:
+    def video_size(self, num_frames: int) -> dict[str, int]:
+        """The processor `size` for a clip: min/max pixels per frame (Qwen2/2.5: the reference cap)."""
+        size = self.processor.video_processor.size
+        longest = int(size.longest_edge or QWEN2_VIDEO_MAX_PIXELS)
+        cap = self.max_pixels if self.max_pixels else QWEN2_VIDEO_MAX_PIXELS
+        return {"shortest_edge": int(size.shortest_edge), "longest_edge": min(longest, int(cap))}
+
+    def processor_video_kwargs(self, clips: list[Clip]) -> dict[str, Any]:
         # Frames arrive already sampled: never let the video processor re-sample them.
-        return {"do_sample_frames": False}
+        kwargs: dict[str, Any] = {"do_sample_frames": False, "video_metadata": [video_metadata(c) for c in clips]}
+        kwargs["cap_pixels_per_frame"] = True
+        if self.frame_size is None:  # an explicit --frame-size goes through the processor's own settings
+            kwargs["size"] = self.video_size(clips[0].num_frames)
+        return kwargs
 
     def prefix_positions(
         self, prefix_ids: torch.Tensor, mm: dict[str, torch.Tensor]
@@ -62,14 +83,11 @@ class Qwen2VLAdapter(VideoLMAdapter):
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):
-    """Qwen2.5-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct): needs `second_per_grid_ts` (from video metadata)."""
+    """Qwen2.5-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct): `second_per_grid_ts` = temporal patch / sampled fps."""
 
     family = "qwen2.5-vl"
     model_types = ("qwen2_5_vl",)
     model_class = "Qwen2_5_VLForConditionalGeneration"
-
-    def processor_video_kwargs(self, frames: list[np.ndarray], sampled_fps: float) -> dict[str, Any]:
-        return {"do_sample_frames": False, "video_metadata": [video_metadata(f, sampled_fps) for f in frames]}
 
 
 class Qwen3VLAdapter(Qwen25VLAdapter):
@@ -78,23 +96,38 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
     family = "qwen3-vl"
     model_types = ("qwen3_vl",)
     model_class = "Qwen3VLForConditionalGeneration"
-    # 448 = 14 merged patches of 32 px: 196 tokens per 2 frames.
-    default_frame_size = (448, 448)
 
     def mm_keys(self) -> tuple[str, ...]:
         return ("pixel_values_videos", "video_grid_thw")
 
+    def video_size(self, num_frames: int) -> dict[str, int]:
+        # Qwen3-VL's `longest_edge` bounds all frames together; --max-pixels is per frame.
+        size = self.processor.video_processor.size
+        longest = int(size.longest_edge)
+        if self.max_pixels:
+            longest = min(longest, int(self.max_pixels) * max(num_frames, 1))
+        return {"shortest_edge": int(size.shortest_edge), "longest_edge": longest}
 
-def video_metadata(frames: np.ndarray, sampled_fps: float):
-    """transformers `VideoMetadata` for already-sampled frames `sampled_fps` apart (timestamps i / fps)."""
+    def prompt_text(self, prompt: str) -> str:
+        text = super().prompt_text(prompt)
+        tok = self.processor
+        nested = f"{tok.vision_start_token}{tok.video_token}{tok.vision_end_token}"
+        # The processor wraps each frame pair in vision markers itself (see the module docstring).
+        return text.replace(nested, tok.video_token)
+
+
+def video_metadata(clip: Clip):
+    """transformers `VideoMetadata` of a clip: the source's fps, the sampled frames' source indices and
+    a frame count whose ratio to the sample gives the sampled rate (Qwen2.5-VL's `second_per_grid_ts`;
+    Qwen3-VL's prompt timestamps are index / fps)."""
     from transformers.video_utils import VideoMetadata
 
-    t, h, w = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
+    h, w = int(clip.frames.shape[1]), int(clip.frames.shape[2])
     return VideoMetadata(
-        total_num_frames=t,
-        fps=float(sampled_fps),
+        total_num_frames=int(clip.segment_frames),
+        fps=float(clip.source_fps),
         width=w,
         height=h,
-        duration=t / float(sampled_fps),
-        frames_indices=list(range(t)),
+        duration=float(clip.duration),
+        frames_indices=list(clip.frame_indices),
     )

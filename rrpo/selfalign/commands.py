@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from rrpo.models.options import add_model_options, model_options
+
 
 def _mask_fraction(text: str) -> tuple[float, float] | float:
     if "-" in text:
@@ -33,7 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-fraction", type=_mask_fraction, default=(0.25, 0.5), help="e.g. 0.25-0.5 or 0.3")
     p.add_argument("--window", type=int, default=4, help="local shuffle window (frames)")
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    p.add_argument(
+        "--frame-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="resize frames to exactly H x W (default: native aspect ratio, sized by the model's processor)",
+    )
+    add_model_options(p)
     p.add_argument("--batch-size", type=int, default=8, help="model inputs per generate call")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument(
@@ -81,6 +91,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         num_perturbations=args.num_perturbations,
         frames=args.frames,
         frame_size=tuple(args.frame_size) if args.frame_size else None,
+        fps=args.fps,
+        max_frames=args.max_frames,
         seed=args.seed,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
@@ -105,6 +117,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         frame_size=cfg.frame_size,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
+        load_options=model_options(args),
     )
     if cfg.frame_size is None:
         cfg.frame_size = generator.frame_size
@@ -125,10 +138,13 @@ class TransformersGenerator:
         frame_size,
         max_new_tokens: int,
         batch_size: int,
+        load_options: dict | None = None,
     ):
         from rrpo.models import load_model
 
-        self.vlm = load_model(model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size)
+        self.vlm = load_model(
+            model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size, **(load_options or {})
+        )
         self.frame_size = self.vlm.frame_size
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 

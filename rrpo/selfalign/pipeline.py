@@ -94,7 +94,9 @@ class GenerateConfig:
     perturb: str = "mask+local_shuffle"
     num_perturbations: int = 2
     frames: int = 16
-    frame_size: tuple[int, int] | None = None
+    frame_size: tuple[int, int] | None = None  # None: native aspect ratio, the model's processor sizes frames
+    fps: float | None = None  # sample at this rate (up to max_frames) instead of `frames` uniform frames
+    max_frames: int = 768
     seed: int = 0
     batch_size: int = 8
     max_new_tokens: int = 32
@@ -162,7 +164,8 @@ def generate_pairs(
     """Run the pipeline over `questions` and append results to the output files; returns the summary."""
     from tqdm.auto import tqdm
 
-    from rrpo.video import read_frames
+    from rrpo.models.base import DECODE_MAX_PIXELS
+    from rrpo.video.io import decode_clip
     from rrpo.video.perturb import perturb_frames
 
     files = OutputFiles.for_out(out, cfg.shard)
@@ -194,14 +197,21 @@ def generate_pairs(
             inputs, owners, infos = [], [], []
             for q in batch:
                 try:
-                    frames = read_frames(video_root / q.video, cfg.frames, size=cfg.frame_size)
+                    clip = decode_clip(
+                        video_root / q.video,
+                        cfg.frames,
+                        fps=cfg.fps,
+                        max_frames=cfg.max_frames,
+                        size=cfg.frame_size,
+                        max_pixels=DECODE_MAX_PIXELS,
+                    )
                 except VideoError as err:
                     reject(q, f"bad video: {err.reason}")
                     continue
                 prompt = question_prompt(q)
                 for v in range(cfg.num_perturbations):
                     perturbed, info = perturb_frames(
-                        frames,
+                        clip.frames,
                         cfg.perturb,
                         seed=cfg.seed,
                         key=q.id,
@@ -209,7 +219,8 @@ def generate_pairs(
                         mask_fraction=cfg.mask_fraction,
                         window=cfg.window,
                     )
-                    inputs.append((perturbed, prompt))
+                    # Same time slots, perturbed content (docs/ARCHITECTURE.md, "Frame timing").
+                    inputs.append((clip.with_frames(perturbed), prompt))
                     owners.append(q)
                     infos.append(info)
             predictions = generator(inputs) if inputs else []

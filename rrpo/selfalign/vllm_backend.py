@@ -20,6 +20,7 @@ class VLLMGenerator:
         frame_size,
         max_new_tokens: int,
         batch_size: int,
+        load_options: dict | None = None,
     ):  # noqa: ANN001
         try:
             from vllm import LLM, SamplingParams
@@ -41,7 +42,8 @@ class VLLMGenerator:
 
     def __call__(self, items):  # noqa: ANN001
         requests = []
-        for frames, prompt in items:
+        for clip, prompt in items:
+            frames = getattr(clip, "frames", clip)
             messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
             text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             requests.append({"prompt": text, "multi_modal_data": {"video": frames}})

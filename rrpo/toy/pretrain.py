@@ -1258,7 +1258,6 @@ def benchmark_eval(
     item's frames are perturbed with seed 0 and key = the item id first. Returns {set: score dict}."""
     from rrpo.eval.benchmarks import BENCHMARKS
     from rrpo.models import load_model
-    from rrpo.video import read_frames
     from rrpo.video.perturb import perturb_frames
 
     data_dir = Path(data_dir)
@@ -1268,7 +1267,7 @@ def benchmark_eval(
         "prior_break": ("mvbench", data_dir / "benchmarks" / "prior_break"),
         "hallucination": ("videohallucer", data_dir / "benchmarks" / "hallucination"),
     }
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str, Any] = {}  # video -> Clip (frames with their timing)
     results = {}
     for name, (bench_name, path) in sets.items():
         bench = BENCHMARKS[bench_name]
@@ -1276,11 +1275,11 @@ def benchmark_eval(
         inputs = []
         for item in items:
             if item.video not in cache:
-                cache[item.video] = read_frames(data_dir / item.video, vlm.num_frames, size=vlm.frame_size)
-            frames = cache[item.video]
+                cache[item.video] = vlm.read_clip(data_dir / item.video)
+            clip = cache[item.video]
             if perturb:
-                frames = perturb_frames(frames, perturb, seed=0, key=item.id)[0]
-            inputs.append((frames, item.prompt))
+                clip = clip.with_frames(perturb_frames(clip.frames, perturb, seed=0, key=item.id)[0])
+            inputs.append((clip, item.prompt))
         replies = vlm.generate(inputs, max_new_tokens=max_new_tokens, batch_size=batch_size)
         results[name] = bench.score(items, {i.id: r for i, r in zip(items, replies)})
     return results

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from rrpo.models.options import add_model_options, model_options
+
 # flag -> TrainConfig field. Flags default to None so a --config file value is not overridden.
 _FLAGS: list[tuple[str, str, type, str]] = [
     ("--loss", "loss_type", str, "rrpo | dpo | tdpo | dpa | ddpo (default rrpo)"),
@@ -58,7 +60,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML file of training options (flags override it)")
     for flag, dest, typ, text in _FLAGS:
         p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
-    p.add_argument("--frame-size", dest="frame_size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    p.add_argument(
+        "--frame-size",
+        dest="frame_size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="resize frames to exactly H x W (default: native aspect ratio, sized by the model's processor)",
+    )
+    add_model_options(p, none_defaults=True)
     p.add_argument(
         "--no-fine-grained",
         dest="fine_grained",
@@ -102,6 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--model", required=True)
     m.add_argument("--adapter", required=True)
     m.add_argument("--out", required=True)
+    add_model_options(m, video=False)
     m.set_defaults(func=_run_merge)
 
 
@@ -115,6 +127,12 @@ def _run_train(args: argparse.Namespace) -> int:
         "video_root",
         "output_dir",
         "frame_size",
+        "fps",
+        "max_frames",
+        "max_pixels",
+        "revision",
+        "dtype",
+        "attn_implementation",
         "fine_grained",
         "token_kl",
         "gradient_checkpointing",
@@ -132,6 +150,6 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_merge(args: argparse.Namespace) -> int:
     from rrpo.train.merge import merge_adapter
 
-    out = merge_adapter(args.model, args.adapter, args.out)
+    out = merge_adapter(args.model, args.adapter, args.out, load_options=model_options(args))
     print(f"merged weights written to {out}")
     return 0

@@ -63,7 +63,13 @@ class TrainConfig:
     lora_dropout: float = 0.05
     # Inputs to the model.
     frames: int = 16
-    frame_size: list[int] | None = None  # [height, width]; None = the family's default
+    frame_size: list[int] | None = None  # [height, width]; None = native aspect ratio, processor-sized
+    fps: float | None = None  # sample frames at this rate (up to max_frames) instead of `frames` uniform ones
+    max_frames: int = 768
+    max_pixels: int | None = None  # per-frame pixel cap for the Qwen families (None: reference sizing)
+    revision: str | None = None  # Hub branch, tag or commit of `model`
+    dtype: str | None = None  # auto | bf16 | fp16 | fp32; None follows `bf16`
+    attn_implementation: str = "sdpa"  # sdpa | eager (flash-attention-2 cannot take the packed 4D mask)
     max_length: int | None = None  # tokens of [prefix | chosen | rejected]; None = no limit
     chunk_size: int = 1024  # response positions per chunk in the fused log-prob/KL path
     # Machinery.

@@ -94,14 +94,13 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Any:
         from rrpo.models import SkipPair, encode_pair
-        from rrpo.video import read_frames
 
         for attempt in range(len(self.pairs)):
             pair = self.pairs[(index + attempt) % len(self.pairs)]
             if pair.id in self.ledger.skipped:
                 continue
             try:
-                frames = read_frames(self.video_root / pair.video, self.cfg.frames, size=self.vlm.frame_size)
+                frames = self.vlm.read_clip(self.video_root / pair.video)  # frames with their real timing
                 encoded = encode_pair(
                     self.vlm,
                     frames,
@@ -283,11 +282,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.bf16 is not None
         else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     )
+    if cfg.dtype not in (None, "auto"):
+        use_bf16 = cfg.dtype == "bf16"
     vlm = load_model(
         cfg.model,
+        revision=cfg.revision,
         num_frames=cfg.frames,
         frame_size=tuple(cfg.frame_size) if cfg.frame_size else None,
-        dtype=torch.bfloat16 if use_bf16 else torch.float32,
+        fps=cfg.fps,
+        max_frames=cfg.max_frames,
+        max_pixels=cfg.max_pixels,
+        dtype=cfg.dtype if cfg.dtype not in (None, "auto") else (torch.bfloat16 if use_bf16 else torch.float32),
+        attn_implementation=cfg.attn_implementation,
     )
     lora = LoraConfig(
         r=cfg.lora_r,
@@ -321,6 +327,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         save_total_limit=cfg.save_total_limit,
         report_to=cfg.report_to,
         bf16=use_bf16,
+        fp16=cfg.dtype == "fp16",  # mixed precision with a grad scaler (LoRA weights stay float32)
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_num_workers,

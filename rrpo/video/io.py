@@ -7,6 +7,8 @@ decode here and hand arrays to the processors.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -36,6 +38,175 @@ def sample_frame_indices(
     return [start + min(span - 1, (2 * i + 1) * span // (2 * num_frames)) for i in range(num_frames)]
 
 
+# A clip at least this long is decoded by seeking to the keyframe before each sampled timestamp instead of
+# decoding the whole stream (benchmarks/RESULTS.md, "Long-video decoding": decode-all wins on short clips
+# with sparse keyframes, seeking wins by orders of magnitude on long ones).
+SEEK_MIN_SECONDS = 60.0
+
+
+@dataclass
+class Clip:
+    """Sampled frames of one video together with where they sit in time.
+
+    `frames` uint8 [T, H, W, 3] RGB; `timestamps` [T] seconds from the start of the video stream of each
+    frame slot; `frame_indices` [T] the slot's frame number in the source (timestamp x source fps,
+    rounded); `source_fps`, `duration` (seconds) and `source_size` (h, w) describe the whole source;
+    `segment_frames` is how many source frames the sampled range spans (the sampled rate is
+    T / segment_frames x source_fps, what Qwen2.5-VL's temporal positions are built from).
+
+    Perturbations replace `frames` (`with_frames`) and keep the time slots: masking or shuffling
+    changes which content sits at which time, never the times themselves.
+    """
+
+    frames: np.ndarray
+    timestamps: list[float]
+    frame_indices: list[int]
+    source_fps: float
+    duration: float
+    source_size: tuple[int, int] = (0, 0)
+    segment_frames: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.timestamps) != len(self.frames) or len(self.frame_indices) != len(self.frames):
+            raise ValueError(
+                f"a clip needs one timestamp and frame index per frame: {len(self.frames)} frames, "
+                f"{len(self.timestamps)} timestamps, {len(self.frame_indices)} indices"
+            )
+        if not self.segment_frames:
+            self.segment_frames = max(1, round(self.duration * self.source_fps))
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def sampled_fps(self) -> float:
+        """Frames per second of the sample (T over the sampled range's length)."""
+        return self.num_frames / max(self.segment_frames, 1) * self.source_fps
+
+    def with_frames(self, frames: np.ndarray) -> Clip:
+        """The same time slots holding other frame content (a perturbation's output)."""
+        frames = np.asarray(frames)
+        if frames.shape[0] != self.num_frames:
+            raise ValueError(f"with_frames: {frames.shape[0]} frames for {self.num_frames} time slots")
+        return replace(self, frames=frames)
+
+    @classmethod
+    def uniform(cls, frames: np.ndarray, fps: float) -> Clip:
+        """Frames that are consecutive samples `1 / fps` seconds apart, starting at 0 (rendered clips)."""
+        frames = np.asarray(frames)
+        t = int(frames.shape[0])
+        return cls(
+            frames=frames,
+            timestamps=[i / fps for i in range(t)],
+            frame_indices=list(range(t)),
+            source_fps=float(fps),
+            duration=t / float(fps),
+            source_size=(int(frames.shape[1]), int(frames.shape[2])),
+            segment_frames=t,
+        )
+
+
+def fit_pixels(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """(h, w) with the same aspect ratio and at most `max_pixels` pixels (even sides, never upscaled)."""
+    if height * width <= max_pixels:
+        return height, width
+    scale = math.sqrt(max_pixels / (height * width))
+    h = max(2, int(height * scale) // 2 * 2)
+    w = max(2, int(width * scale) // 2 * 2)
+    return h, w
+
+
+def decode_clip(
+    path: str | Path,
+    num_frames: int | None = 16,
+    *,
+    fps: float | None = None,
+    max_frames: int = 768,
+    min_frames: int = 1,
+    start_sec: float | None = None,
+    end_sec: float | None = None,
+    size: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+    seek: bool | None = None,
+) -> Clip:
+    """Decode a sample of `path`'s first video stream with its real timing (see `Clip`).
+
+    Sampling is by count (`num_frames`, the centres of equal segments, as `sample_frame_indices`) or, with
+    `fps`, by rate: round(span x fps) frames clamped to [`min_frames`, `max_frames`], as Qwen's own
+    pipeline samples. `start_sec`/`end_sec` restrict sampling to a segment of the stream (benchmarks).
+    `size` (h, w) resizes to exactly that size (an explicit choice; it may change the aspect ratio);
+    otherwise frames keep their native aspect ratio and `max_pixels` only downscales (for speed; the
+    model's processor decides the final size). `seek` forces (True) or forbids (False) the seek-per-frame
+    path; by default clips of `SEEK_MIN_SECONDS` or longer seek. Raises VideoError for a missing or
+    undecodable file or an empty segment.
+    """
+    path = Path(path)
+    if fps is None and (num_frames is None or num_frames <= 0):
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    if fps is not None and not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if start_sec is not None and end_sec is not None and end_sec < start_sec:
+        raise ValueError(f"end_sec ({end_sec}) is before start_sec ({start_sec})")
+    if not path.is_file():
+        raise VideoError(path, "video file not found")
+    try:
+        return _decode_clip(path, num_frames, fps, max_frames, min_frames, start_sec, end_sec, size, max_pixels, seek)
+    except VideoError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise VideoError(path, f"cannot decode video ({err})") from err
+
+
+def _stream_facts(path: Path) -> tuple[float, float, int, int, int]:
+    """(fps, duration s, frame count or 0, height, width) of the first video stream, from the header."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise VideoError(path, "no video stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = 0.0
+        count = int(stream.frames or 0)
+        if not duration and count:
+            duration = count / fps
+        return fps, duration, count, stream.codec_context.height, stream.codec_context.width
+
+
+def _decode_clip(path, num_frames, fps, max_frames, min_frames, start_sec, end_sec, size, max_pixels, seek):  # noqa: ANN001
+    src_fps, duration, count, height, width = _stream_facts(path)
+    out_size = size
+    if out_size is None and max_pixels is not None:
+        fitted = fit_pixels(height, width, max_pixels)
+        out_size = fitted if fitted != (height, width) else None
+    if seek is None:
+        seek = duration >= SEEK_MIN_SECONDS
+    lo = max(0.0, start_sec or 0.0)
+    hi = duration if end_sec is None or not duration else min(end_sec, duration)
+    if fps is not None:
+        span = max(hi - lo, 1.0 / src_fps)
+        num_frames = max(min_frames, min(max_frames, round(span * fps)))
+    if seek and duration > 0:
+        frames, times = _decode_by_seeking(path, num_frames, lo, hi, src_fps, out_size)
+        seg_frames = max(1, round((hi - lo) * src_fps))
+    else:
+        frames, times, seg_frames = _decode_sampled(path, num_frames, out_size, start_sec, end_sec)
+    return Clip(
+        frames=np.stack(frames),
+        timestamps=[round(t, 6) for t in times],
+        frame_indices=[round(t * src_fps) for t in times],
+        source_fps=src_fps,
+        duration=duration,
+        source_size=(height, width),
+        segment_frames=seg_frames,
+    )
+
+
 def read_frames(
     path: str | Path,
     num_frames: int = 16,
@@ -53,22 +224,10 @@ def read_frames(
     sampled frames are converted to RGB and kept: a first pass reads the packets' timestamps (no
     decoding) to choose them, so memory stays at `num_frames` frames even for hour-long videos.
     Containers whose packets carry no timestamps fall back to keeping every decoded frame.
-    Raises VideoError for a missing or undecodable file or an empty segment.
+    Raises VideoError for a missing or undecodable file or an empty segment. `decode_clip` is the same
+    with the frames' timing (and native-aspect, rate-based and seek-based sampling).
     """
-    path = Path(path)
-    if num_frames <= 0:
-        raise ValueError(f"num_frames must be positive, got {num_frames}")
-    if start_sec is not None and end_sec is not None and end_sec < start_sec:
-        raise ValueError(f"end_sec ({end_sec}) is before start_sec ({start_sec})")
-    if not path.is_file():
-        raise VideoError(path, "video file not found")
-    try:
-        frames = _decode_sampled(path, num_frames, size, start_sec, end_sec)
-    except VideoError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as err:
-        raise VideoError(path, f"cannot decode video ({err})") from err
-    return np.stack(frames)
+    return decode_clip(path, num_frames, size=size, start_sec=start_sec, end_sec=end_sec, seek=False).frames
 
 
 def _decode_sampled(
@@ -77,8 +236,8 @@ def _decode_sampled(
     size: tuple[int, int] | None,
     start_sec: float | None,
     end_sec: float | None,
-) -> list[np.ndarray]:
-    """The sampled frames in order; see `read_frames`."""
+) -> tuple[list[np.ndarray], list[float], int]:
+    """The sampled frames in order, their timestamps (s) and the segment's frame count; see `read_frames`."""
     segment = start_sec is not None or end_sec is not None
 
     def in_segment(t: float) -> bool:
@@ -107,11 +266,12 @@ def _decode_sampled(
         wanted = [selected[i] for i in sample_frame_indices(len(selected), num_frames)]
         kept = _decode_pts(path, set(wanted), to_rgb)
         if all(p in kept for p in wanted):
-            return [kept[p] for p in wanted]
+            return [kept[p] for p in wanted], [float((p - origin) * time_base) for p in wanted], len(selected)
         # Some packets did not decode to frames with the same timestamps: decode everything instead.
 
     # Fallback: keep every frame of the segment (memory grows with the clip's length).
     frames: list[np.ndarray] = []
+    times: list[float] = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -125,9 +285,59 @@ def _decode_sampled(
                     break
                 continue
             frames.append(to_rgb(frame))
+            times.append(t - first)
     if not frames:
         raise no_frames()
-    return [frames[i] for i in sample_frame_indices(len(frames), num_frames)]
+    idx = sample_frame_indices(len(frames), num_frames)
+    return [frames[i] for i in idx], [times[i] for i in idx], len(frames)
+
+
+def _decode_by_seeking(
+    path: Path, num_frames: int, lo: float, hi: float, src_fps: float, size: tuple[int, int] | None
+) -> tuple[list[np.ndarray], list[float]]:
+    """Sampled frames of [lo, hi) by seeking to the keyframe before each target time (long videos).
+
+    Targets are the frames `sample_frame_indices` picks on the constant-rate grid of the segment; each
+    is the first decoded frame at or after its target time (the last one before it at the stream's end).
+    Cost grows with the number of frames and the keyframe interval, not with the video's length.
+    """
+    seg = max(1, round((hi - lo) * src_fps))
+    targets = [lo + i / src_fps for i in sample_frame_indices(seg, num_frames)]
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = stream.time_base or Fraction(1, 1)
+        origin = stream.start_time or 0
+        cache: tuple[float, np.ndarray] | None = None
+        for target in targets:
+            if cache is not None and abs(cache[0] - target) < 0.5 / src_fps:
+                # The previous target's frame also serves this one (targets closer than a frame apart).
+                frames.append(cache[1])
+                times.append(cache[0])
+                continue
+            container.seek(origin + int(target / tb), stream=stream, backward=True, any_frame=False)
+            found = None
+            last = None
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                t = float((frame.pts - origin) * tb)
+                last = (t, frame)
+                if t >= target - 0.5 / src_fps:
+                    found = last
+                    break
+            found = found or last
+            if found is None:
+                raise VideoError(path, f"no frame could be decoded near {target:.2f} s")
+            t, frame = found
+            if size is not None:
+                frame = frame.reformat(width=size[1], height=size[0])
+            cache = (t, frame.to_ndarray(format="rgb24"))
+            frames.append(cache[1])
+            times.append(t)
+    return frames, times
 
 
 def _decode_pts(path: Path, wanted: set[int], to_rgb) -> dict[int, np.ndarray]:

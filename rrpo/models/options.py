@@ -1,0 +1,68 @@
+"""Command-line options every command that loads a model shares (generate, train, eval, deviation,
+merge, inspect): where the model comes from, its dtype and attention, and how videos are sampled."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+# Video tokens for 16 frames of 1280x720 (16:9) video under each family's default sizing, measured with
+# the real processors (tests/test_real_checkpoints.py checks the rule that gives them).
+TOKENS_16_FRAMES_16_9 = (
+    "qwen2-vl / qwen2.5-vl 5920 (560x1036 per frame), qwen3-vl 7040 (704x1280), "
+    "llava-onevision 3137 (384x384), llava-next-video 2304 (336x336 centre crop)"
+)
+
+
+def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_defaults: bool = False) -> None:
+    """Add --revision, --dtype, --attn-implementation and (with `video`) --fps, --max-frames, --max-pixels.
+
+    `none_defaults` leaves every default None (for commands whose config file supplies defaults)."""
+
+    def d(value: Any) -> Any:
+        return None if none_defaults else value
+
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model (Hub ids only)")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "bf16", "fp16", "fp32"),
+        default=d("auto"),
+        help="weights' dtype (default auto: bf16 on a GPU that supports it, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--attn-implementation",
+        dest="attn_implementation",
+        choices=("sdpa", "eager"),
+        default=d("sdpa"),
+        help="attention kernel (default sdpa). flash-attention-2 is not offered: the packed pair forward "
+        "needs a 4D float mask (rejected tokens must not see chosen ones), which it cannot take",
+    )
+    if video:
+        p.add_argument(
+            "--fps",
+            type=float,
+            default=None,
+            help="sample frames at this rate (frames per second, up to --max-frames) instead of --frames "
+            "uniform frames; Qwen's own pipeline uses 2",
+        )
+        p.add_argument(
+            "--max-frames", dest="max_frames", type=int, default=d(768), help="cap for --fps (default 768)"
+        )
+        p.add_argument(
+            "--max-pixels",
+            dest="max_pixels",
+            type=int,
+            default=None,
+            help="pixel cap per frame for the Qwen families (native aspect ratio kept; default: the "
+            "checkpoint's reference sizing). Video tokens for 16 frames of 16:9 video by default: "
+            + TOKENS_16_FRAMES_16_9,
+        )
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`load_model` keyword arguments from the options `add_model_options` added."""
+    out: dict[str, Any] = {}
+    for name in ("revision", "dtype", "attn_implementation", "fps", "max_frames", "max_pixels"):
+        if getattr(args, name, None) is not None:
+            out[name] = getattr(args, name)
+    return out
