@@ -1,0 +1,274 @@
+"""The supported checkpoints fed as their authors feed them, on shrunk copies of the real files.
+
+Real configs, processors, chat templates, tokenizers (the 151k-token Qwen vocabulary) and generation
+configs from ../shared/fixtures/real_checkpoints, random weights (tests/real_checkpoints.py). Checked
+against independent computations: the templates' own token ids, qwen-vl-utils' sizing rule, the frame
+times of a synthetic 60-second clip, and the generation config's eos ids.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from real_checkpoints import REAL_FAMILIES, hub_cache_layout, shrink_checkpoint  # noqa: I001
+
+from rrpo.errors import RRPOError
+from rrpo.models import encode_pair, load_model
+from rrpo.video import sample_frame_indices, write_video
+from rrpo.video.io import Clip, decode_clip
+
+
+@pytest.fixture(scope="session")
+def real_dir(shared_fixtures):
+    path = shared_fixtures / "real_checkpoints"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shrunk(real_dir, tmp_path_factory):
+    """One shrunk model per family, built once per test run, laid out like a download."""
+    root = tmp_path_factory.mktemp("shrunk")
+    return {f: shrink_checkpoint(real_dir / f, f, root / f) for f in REAL_FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def vlms(shrunk):
+    return {f: load_model(shrunk[f], num_frames=16) for f in REAL_FAMILIES}
+
+
+def _clip(h, w, t=16, fps=2.0, seed=0):
+    frames = np.random.default_rng(seed).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+    return Clip.uniform(frames, fps)
+
+
+QUESTIONS = {
+    "mcq": ("Which direction does the car move?\nOptions:\n(A) left\n(B) right\nAnswer with the letter.",
+            "(B) right", "(A) left"),
+    "yesno": ("Is there a dog in the video? Answer yes or no.", "Yes", "No"),
+    "open": ("Describe what happens in the video.", "A red car drives to the left past a tree.",
+             "A blue car drives to the right past a house."),
+}
+
+
+@pytest.mark.parametrize("qtype", list(QUESTIONS))
+@pytest.mark.parametrize("family", REAL_FAMILIES)
+def test_prompt_and_target_ids_equal_the_real_template(family, qtype, vlms):
+    """prefix + chosen (+ end of turn) == the checkpoint's own template rendering of the conversation."""
+    vlm = vlms[family]
+    prompt, chosen, rejected = QUESTIONS[qtype]
+    clip = _clip(240, 320)
+    ep = encode_pair(vlm, clip, prompt, chosen, rejected, [], [])
+    conv = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]},
+        {"role": "assistant", "content": [{"type": "text", "text": chosen}]},
+    ]
+    text = vlm.processor.apply_chat_template(conv, tokenize=False)
+    if family == "qwen3-vl":  # the official layout (see test_qwen3_vl_markers_are_not_nested)
+        text = text.replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
+    ref = vlm.video_inputs([text], [clip])["input_ids"][0].tolist()
+    ours = ep.prefix_ids.tolist() + ep.chosen_ids.tolist()
+    if family == "llava-next-video":
+        # Its template closes an assistant turn with a space and no end-of-turn token; the model stops by
+        # emitting </s>, so rrpo's target is the content then EOS (the template's trailing space dropped).
+        assert ours[-1] == vlm.tokenizer.eos_token_id
+        ours = ours[:-1]
+    assert ours == ref[: len(ours)]
+    # What follows the end of turn in the template is only layout (a newline), never content.
+    assert vlm.tokenizer.decode(ref[len(ours) :]).strip() == ""
+    assert ep.chosen_ids[-1].item() in vlm.stop_token_ids
+
+
+def test_qwen3_vl_markers_are_not_nested(vlms):
+    vlm = vlms["qwen3-vl"]
+    clip = _clip(240, 320)
+    ids = encode_pair(vlm, clip, "q", "a", "b", [], []).prefix_ids
+    text = vlm.tokenizer.decode(ids)
+    groups = clip.num_frames // 2
+    assert text.count("<|vision_start|>") == groups == text.count("<|vision_end|>")
+    assert "<|vision_start|><|vision_start|>" not in text and "<|vision_end|><|vision_end|>" not in text
+    import re
+
+    # A timestamp comes before each start marker, never inside one.
+    assert len(re.findall(r"<[0-9.]+ seconds><\|vision_start\|>", text)) == groups
+    assert not re.search(r"<\|vision_start\|><[0-9]", text)
+
+
+def test_thinking_template_is_refused(shrunk, real_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "thinking"
+    shutil.copytree(shrunk["qwen3-vl"], d)
+    (d / "chat_template.jinja").write_text((real_dir / "qwen3-vl" / "chat_template.Thinking-variant.jinja.txt").read_text())
+    with pytest.raises(RRPOError, match="Thinking"):
+        load_model(d)
+
+
+def _qwen_ref_size(h, w, factor, min_px, max_px):
+    """qwen-vl-utils' smart_resize, written out independently."""
+    hb, wb = round(h / factor) * factor, round(w / factor) * factor
+    if hb * wb > max_px:
+        beta = math.sqrt(h * w / max_px)
+        hb, wb = math.floor(h / beta / factor) * factor, math.floor(w / beta / factor) * factor
+    elif hb * wb < min_px:
+        beta = math.sqrt(min_px / (h * w))
+        hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
+    return hb, wb
+
+
+def _expected(family, h, w, t=16):
+    """(video tokens, per-frame (h, w)) the reference pipelines give for t frames of h x w."""
+    if family in ("qwen2-vl", "qwen2.5-vl"):  # VIDEO_MAX_PIXELS 768*28*28, processor min 56*56
+        fh, fw = _qwen_ref_size(h, w, 28, 3136, 768 * 28 * 28)
+        return (t // 2) * (fh // 28) * (fw // 28), (fh, fw)
+    if family == "qwen3-vl":  # factor 32; 768 tokens' worth per frame, 24 M pixels for all frames
+        cap = min(768 * 32 * 32, 25165824 // t)
+        fh, fw = _qwen_ref_size(h, w, 32, 4096, cap)
+        return (t // 2) * (fh // 32) * (fw // 32), (fh, fw)
+    if family == "llava-onevision":  # 384 x 384, 27x27 SigLIP patches pooled 2x2 -> 14x14, one newline
+        return t * 14 * 14 + 1, (384, 384)
+    return t * 12 * 12, (336, 336)  # NeXT-Video: shortest edge 336, centre crop, 24x24 pooled by 2
+
+
+@pytest.mark.parametrize("size", [(480, 640), (720, 1280)], ids=["4:3", "16:9"])
+@pytest.mark.parametrize("family", REAL_FAMILIES)
+def test_video_tokens_and_frame_size_follow_the_reference_sizing(family, size, vlms):
+    vlm = vlms[family]
+    clip = _clip(*size, seed=1)
+    inputs = vlm.video_inputs([vlm.prompt_text("q")], [clip])
+    video_id = vlm.tokenizer.convert_tokens_to_ids("<|video_pad|>" if family.startswith("qwen") else "<video>")
+    n_tokens = int((inputs["input_ids"][0] == video_id).sum())
+    tokens, (fh, fw) = _expected(family, *size)
+    assert n_tokens == tokens
+    if family.startswith("qwen"):
+        patch = vlm.processor.video_processor.patch_size
+        _, gh, gw = inputs["video_grid_thw"][0].tolist()
+        assert (gh * patch, gw * patch) == (fh, fw)
+    else:
+        assert tuple(inputs["pixel_values_videos"].shape[-2:]) == (fh, fw)
+
+
+def test_llava_next_video_centre_crops_instead_of_squashing(vlms):
+    """A 16:9 frame whose left 15 % is white: shortest-edge resize + centre crop removes that band."""
+    vlm = vlms["llava-next-video"]
+    frames = np.zeros((16, 360, 640, 3), np.uint8)
+    frames[:, :, :96] = 255
+    px = vlm.video_inputs([vlm.prompt_text("q")], [Clip.uniform(frames, 2.0)])["pixel_values_videos"]
+    assert float(px.max()) < -1.0  # all black after normalisation: the white band was cropped away
+
+
+@pytest.fixture(scope="session")
+def minute_clip(tmp_path_factory):
+    """A synthetic 60-second clip at 4 fps (240 frames), each frame's brightness its index."""
+    path = tmp_path_factory.mktemp("minute") / "minute.mp4"
+    frames = np.zeros((240, 48, 64, 3), np.uint8)
+    frames[:] = np.arange(240, dtype=np.uint8)[:, None, None, None]
+    write_video(path, frames, fps=4.0)
+    return path
+
+
+def test_decoded_timing_is_the_real_frame_times(minute_clip):
+    expected = [i / 4.0 for i in sample_frame_indices(240, 16)]
+    for seek in (False, True):
+        clip = decode_clip(minute_clip, 16, seek=seek)
+        assert clip.timestamps == pytest.approx(expected, abs=1e-6)
+        assert clip.source_fps == pytest.approx(4.0) and clip.duration == pytest.approx(60.0, abs=0.3)
+        # The content is the frame at that time (brightness = index, H.264 within a few levels).
+        assert np.abs(clip.frames.mean(axis=(1, 2, 3)) - np.array(expected) * 4).max() < 4
+    by_rate = decode_clip(minute_clip, fps=0.5)
+    assert by_rate.num_frames == 30 and by_rate.timestamps[1] - by_rate.timestamps[0] == pytest.approx(2.0)
+
+
+def test_qwen25_vl_temporal_positions_use_the_real_frame_spacing(vlms, minute_clip):
+    vlm = vlms["qwen2.5-vl"]
+    clip = vlm.read_clip(minute_clip)
+    ep = encode_pair(vlm, clip, "q", "a", "b", [], [])
+    assert ep.mm["second_per_grid_ts"].tolist() == pytest.approx([7.5])  # 2 frames x 60 s / 16
+    pos, _ = vlm.prefix_positions(ep.prefix_ids, ep.mm)
+    video_id = vlm.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    t_axis = pos[0][ep.prefix_ids == video_id]
+    # tokens_per_second 2 in the config: 7 steps of 7.5 s x 2 = 105 positions from first to last group.
+    assert int(t_axis.max() - t_axis.min()) == 105
+
+
+def test_qwen3_vl_prompt_timestamps_are_the_real_frame_times(vlms, minute_clip):
+    vlm = vlms["qwen3-vl"]
+    clip = vlm.read_clip(minute_clip)
+    text = vlm.tokenizer.decode(encode_pair(vlm, clip, "q", "a", "b", [], []).prefix_ids)
+    times = [i / 4.0 for i in sample_frame_indices(240, 16)]
+    for a, b in zip(times[::2], times[1::2]):
+        assert f"<{(a + b) / 2:.1f} seconds>" in text
+
+
+@pytest.mark.parametrize("family", ["qwen2.5-vl", "llava-onevision"])
+def test_generation_stops_at_every_eos_id_of_the_generation_config(family, vlms):
+    import json
+
+    vlm = vlms[family]
+    gen_eos = vlm.hf_model.generation_config.eos_token_id
+    gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
+    assert set(gen_eos) <= set(vlm.stop_token_ids)
+    word = vlm.tokenizer.convert_tokens_to_ids("Yes")
+    for eos in gen_eos:
+        steps = []
+
+        def force(module, args, output, eos=eos, steps=steps):
+            # Two ordinary tokens, then this eos id, then (if generation went on) more ordinary ones.
+            target = eos if len(steps) == 2 else word
+            steps.append(target)
+            output = output.clone()
+            output[..., target] = 1e4
+            return output
+
+        handle = vlm.lm_head.register_forward_hook(force)
+        try:
+            out = vlm.generate([(_clip(64, 64), "q")], max_new_tokens=8)
+        finally:
+            handle.remove()
+        assert len(steps) == 3, f"generation did not stop at eos id {eos}"
+        assert out == ["YesYes"]
+    assert json.loads(vlm.source and open(os.path.join(vlm.source, "generation_config.json")).read())
+
+
+def test_hub_id_from_local_cache_offline(shrunk, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    hub_cache_layout(shrunk["qwen2.5-vl"], cache, "Qwen/Qwen2.5-VL-7B-Instruct")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    vlm = load_model("Qwen/Qwen2.5-VL-7B-Instruct")
+    assert vlm.family == "qwen2.5-vl"
+    with pytest.raises(RRPOError, match="HF_HUB_OFFLINE is set and no copy"):
+        load_model("Qwen/Qwen3-VL-8B-Instruct")
+    with pytest.raises(RRPOError, match="model directory not found"):
+        load_model("./no/such/dir")
+
+
+def test_early_snapshot_processor_gets_an_error_that_says_what_to_change(shrunk, real_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "early"
+    shutil.copytree(shrunk["qwen2.5-vl"], d)
+    shutil.copy(real_dir / "qwen2.5-vl" / "preprocessor_config.json.mirror-early-revision", d / "preprocessor_config.json")
+    with pytest.raises(RRPOError, match="Qwen2VLImageProcessor"):
+        load_model(d)
+
+
+def test_unknown_model_type_lists_the_supported_ones(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(RRPOError, match="unsupported model_type 'gpt2'.*qwen2.5-vl"):
+        load_model(tmp_path)
+
+
+def test_attn_implementation_flash_is_refused_with_the_reason(shrunk):
+    with pytest.raises(RRPOError, match="4D float mask"):
+        load_model(shrunk["qwen2-vl"], attn_implementation="flash_attention_2")
+    assert torch.float32 == load_model(shrunk["qwen2-vl"], dtype="fp32").dtype
