@@ -272,3 +272,87 @@ def test_attn_implementation_flash_is_refused_with_the_reason(shrunk):
     with pytest.raises(RRPOError, match="4D float mask"):
         load_model(shrunk["qwen2-vl"], attn_implementation="flash_attention_2")
     assert torch.float32 == load_model(shrunk["qwen2-vl"], dtype="fp32").dtype
+
+
+@pytest.mark.parametrize("source", ["download-dir", "hub-id"])
+def test_generate_train_eval_deviation_merge_end_to_end(source, shrunk, tmp_path, monkeypatch):
+    """The whole loop on a shrunk real Qwen2.5-VL (no rrpo_family.json), from a directory laid out
+    like a download and from a Hub id served by an offline Hugging Face cache."""
+    import json
+
+    from rrpo.cli import main
+
+    model = str(shrunk["qwen2.5-vl"])
+    assert not (shrunk["qwen2.5-vl"] / "rrpo_family.json").exists()
+    if source == "hub-id":
+        import huggingface_hub.constants as c
+
+        cache = tmp_path / "hub"
+        hub_cache_layout(shrunk["qwen2.5-vl"], cache, "Qwen/Qwen2.5-VL-7B-Instruct")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+        monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+        model = "Qwen/Qwen2.5-VL-7B-Instruct"
+    from rrpo.models.base import VideoLMAdapter
+
+    real_generate = VideoLMAdapter.generate
+
+    def answers_no(self, items, **kw):
+        # Random weights answer gibberish (unjudged); steer the real generation to "No" + <|im_end|>.
+        no, end = self.tokenizer.convert_tokens_to_ids("No"), self.stop_token_ids[0]
+
+        state = {}
+
+        def step(module, args, kwargs):
+            ids = kwargs.get("input_ids")
+            state["prefill"] = ids is not None and ids.shape[1] > 1
+
+        def force(module, args, out):
+            out = out.clone()
+            out[..., no if state["prefill"] else end] = 1e4  # the prompt step says "No", the next stops
+            return out
+
+        handles = [self.hf_model.register_forward_pre_hook(step, with_kwargs=True),
+                   self.lm_head.register_forward_hook(force)]
+        try:
+            return real_generate(self, items, **kw)
+        finally:
+            for h in handles:
+                h.remove()
+
+    monkeypatch.setattr(VideoLMAdapter, "generate", answers_no)
+    rng = np.random.default_rng(0)
+    videos = tmp_path / "videos"
+    qs = []
+    for i in range(3):
+        write_video(videos / f"v{i}.mp4", rng.integers(0, 255, (8, 48, 64, 3), dtype=np.uint8), fps=4)
+        qs.append({"id": f"q{i}", "video": f"v{i}.mp4", "question": f"Is there a dog {i}?", "answer": "yes",
+                   "answer_type": "yesno"})
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    common = ["--model", model, "--frames", "4", "--dtype", "fp32"]
+    pairs = tmp_path / "gen" / "pairs.jsonl"
+    assert main(["generate", *common, "--data", str(tmp_path / "q.jsonl"), "--video-root", str(videos),
+                 "--out", str(pairs), "--max-new-tokens", "3"]) == 0
+    assert len(pairs.read_text().splitlines()) == 3  # a random model answers every question wrongly
+    run = tmp_path / "run"
+    assert main(["train", *common, "--data", str(pairs), "--video-root", str(videos), "--out", str(run),
+                 "--max-steps", "1", "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8"]) == 0
+    assert (run / "adapter_model.safetensors").is_file()
+    vh = tmp_path / "vh" / "object_relation"
+    vh.mkdir(parents=True)
+    (vh / "object_relation.json").write_text(json.dumps([{
+        "basic": {"video": "v0.mp4", "question": "Is there a dog?", "answer": "yes"},
+        "hallucination": {"video": "v1.mp4", "question": "Is there a cat?", "answer": "no"},
+        "type": "object_relation"}]))
+    ev = tmp_path / "ev"
+    assert main(["eval", *common, "--adapter", str(run), "--benchmark", "videohallucer", "--annotations",
+                 str(tmp_path / "vh"), "--video-root", str(videos), "--out", str(ev), "--max-new-tokens", "3"]) == 0
+    assert len((ev / "predictions.jsonl").read_text().splitlines()) == 2
+    dev = tmp_path / "dev"
+    assert main(["deviation", *common, "--adapter", str(run), "--data", str(pairs), "--video-root",
+                 str(videos), "--out", str(dev)]) == 0
+    assert json.loads((dev / "deviation.json").read_text())["examples"] == 3
+    merged = tmp_path / "merged"
+    assert main(["merge", "--model", model, "--adapter", str(run), "--out", str(merged)]) == 0
+    again = load_model(merged, num_frames=4)
+    assert again.family == "qwen2.5-vl" and 151643 in again.stop_token_ids
