@@ -356,3 +356,20 @@ def test_generate_train_eval_deviation_merge_end_to_end(source, shrunk, tmp_path
     assert main(["merge", "--model", model, "--adapter", str(run), "--out", str(merged)]) == 0
     again = load_model(merged, num_frames=4)
     assert again.family == "qwen2.5-vl" and 151643 in again.stop_token_ids
+
+
+def test_inspect_json_fields(shrunk, sample_video, tmp_path, capsys):
+    import json
+
+    from rrpo.cli import main
+
+    assert main(["inspect", "--model", str(shrunk["qwen2.5-vl"]), "--video", str(sample_video), "--question",
+                 "What happens?", "--sheet", str(tmp_path / "s.png"), "--json"]) == 0
+    text = capsys.readouterr().out
+    info = json.loads(text[text.index("{\n") :])
+    tokens, hw = _expected("qwen2.5-vl", 480, 640)
+    assert info["video_tokens"] == tokens and info["frame_hw_seen_by_model"] == list(hw)
+    assert info["timestamps_s"] == [round(t, 3) for t in decode_clip(sample_video, 16).timestamps]
+    assert info["stop_token_ids"][:2] == [151645, 151643] and f"<|video_pad|> x {tokens}<|vision_end|>" in info["prompt"]
+    assert info["second_per_grid_ts"] == [round(2 / (16 / 161 * 30000 / 1001), 4)]
+    assert (tmp_path / "s.png").is_file() and info["contact_sheet"] == str(tmp_path / "s.png")
