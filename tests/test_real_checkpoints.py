@@ -8,8 +8,8 @@ times of a synthetic 60-second clip, and the generation config's eos ids.
 
 from __future__ import annotations
 
+import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -205,15 +205,13 @@ def test_qwen3_vl_prompt_timestamps_are_the_real_frame_times(vlms, minute_clip):
         assert f"<{(a + b) / 2:.1f} seconds>" in text
 
 
-@pytest.mark.parametrize("family", ["qwen2.5-vl", "llava-onevision"])
-def test_generation_stops_at_every_eos_id_of_the_generation_config(family, vlms):
-    import json
-
+@pytest.mark.parametrize("family", REAL_FAMILIES)
+def test_generation_stops_at_every_eos_id_of_the_generation_config(family, vlms, real_dir):
     vlm = vlms[family]
     gen_eos = vlm.hf_model.generation_config.eos_token_id
     gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
     assert set(gen_eos) <= set(vlm.stop_token_ids)
-    word = vlm.tokenizer.convert_tokens_to_ids("Yes")
+    word = vlm.tokenizer("Yes", add_special_tokens=False)["input_ids"][-1]
     for eos in gen_eos:
         steps = []
 
@@ -231,8 +229,10 @@ def test_generation_stops_at_every_eos_id_of_the_generation_config(family, vlms)
         finally:
             handle.remove()
         assert len(steps) == 3, f"generation did not stop at eos id {eos}"
-        assert out == ["YesYes"]
-    assert json.loads(vlm.source and open(os.path.join(vlm.source, "generation_config.json")).read())
+        # Two forced words and nothing after them (SentencePiece may put a space between them).
+        assert out[0].replace(" ", "") == vlm.tokenizer.decode([word, word]).replace(" ", "")
+    written = json.loads((real_dir / family / "generation_config.json").read_text())
+    assert vlm.pad_token_id == written.get("pad_token_id", vlm.tokenizer.pad_token_id)
 
 
 def test_hub_id_from_local_cache_offline(shrunk, tmp_path, monkeypatch):
@@ -274,21 +274,24 @@ def test_attn_implementation_flash_is_refused_with_the_reason(shrunk):
     assert torch.float32 == load_model(shrunk["qwen2-vl"], dtype="fp32").dtype
 
 
-@pytest.mark.parametrize("source", ["download-dir", "hub-id"])
-def test_generate_train_eval_deviation_merge_end_to_end(source, shrunk, tmp_path, monkeypatch):
-    """The whole loop on a shrunk real Qwen2.5-VL (no rrpo_family.json), from a directory laid out
-    like a download and from a Hub id served by an offline Hugging Face cache."""
+E2E_CASES = [(f, "download-dir") for f in REAL_FAMILIES] + [("qwen2.5-vl", "hub-id")]
+
+
+@pytest.mark.parametrize(("family", "source"), E2E_CASES)
+def test_generate_train_eval_deviation_merge_end_to_end(family, source, shrunk, tmp_path, monkeypatch):
+    """The whole loop on each shrunk real checkpoint (no rrpo_family.json), from a directory laid out
+    like a download, and for Qwen2.5-VL from a Hub id served by an offline Hugging Face cache."""
     import json
 
     from rrpo.cli import main
 
-    model = str(shrunk["qwen2.5-vl"])
-    assert not (shrunk["qwen2.5-vl"] / "rrpo_family.json").exists()
+    model = str(shrunk[family])
+    assert not (shrunk[family] / "rrpo_family.json").exists()
     if source == "hub-id":
         import huggingface_hub.constants as c
 
         cache = tmp_path / "hub"
-        hub_cache_layout(shrunk["qwen2.5-vl"], cache, "Qwen/Qwen2.5-VL-7B-Instruct")
+        hub_cache_layout(shrunk[family], cache, "Qwen/Qwen2.5-VL-7B-Instruct")
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
         monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
@@ -299,7 +302,7 @@ def test_generate_train_eval_deviation_merge_end_to_end(source, shrunk, tmp_path
 
     def answers_no(self, items, **kw):
         # Random weights answer gibberish (unjudged); steer the real generation to "No" + <|im_end|>.
-        no, end = self.tokenizer.convert_tokens_to_ids("No"), self.stop_token_ids[0]
+        no, end = self.tokenizer("No", add_special_tokens=False)["input_ids"][-1], self.stop_token_ids[0]
 
         state = {}
 
@@ -355,7 +358,9 @@ def test_generate_train_eval_deviation_merge_end_to_end(source, shrunk, tmp_path
     merged = tmp_path / "merged"
     assert main(["merge", "--model", model, "--adapter", str(run), "--out", str(merged)]) == 0
     again = load_model(merged, num_frames=4)
-    assert again.family == "qwen2.5-vl" and 151643 in again.stop_token_ids
+    source_eos = json.loads((shrunk[family] / "generation_config.json").read_text())["eos_token_id"]
+    source_eos = source_eos if isinstance(source_eos, list) else [source_eos]
+    assert again.family == family and set(source_eos) <= set(again.stop_token_ids)
 
 
 def test_inspect_json_fields(shrunk, sample_video, tmp_path, capsys):

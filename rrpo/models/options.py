@@ -9,7 +9,7 @@ from typing import Any
 # Video tokens for 16 frames of 1280x720 (16:9) video under each family's default sizing, measured with
 # the real processors (tests/test_real_checkpoints.py checks the rule that gives them).
 TOKENS_16_FRAMES_16_9 = (
-    "qwen2-vl / qwen2.5-vl 5920 (560x1036 per frame), qwen3-vl 7040 (704x1280), "
+    "qwen2-vl / qwen2.5-vl 5760 (560x1008 per frame), qwen3-vl 5760 (640x1152), "
     "llava-onevision 3137 (384x384), llava-next-video 2304 (336x336 centre crop)"
 )
 
