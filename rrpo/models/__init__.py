@@ -3,17 +3,19 @@
 Public API:
     FAMILIES                  name -> adapter class ("qwen2-vl", "qwen2.5-vl", "qwen3-vl",
                               "llava-onevision", "llava-next-video")
-    family_of(dir_or_config)  family name from `rrpo_family.json` or `config.model_type`
-    load_model(dir, ...)      -> VideoLM (the family's adapter: .model .processor .tokenizer .generate ...)
+    family_of(dir_or_config)  family name from `config.model_type` (`rrpo_family.json`: a tiny-model hint)
+    load_model(dir_or_hub_id, ...) -> VideoLM (the family's adapter: .model .processor .tokenizer
+                              .read_clip .generate .stop_token_ids ...)
     build_tiny_model(family, out_dir, ...)   tiny random-weight model of the real class (`rrpo tiny-model`)
     encode_pair / collate_pairs / pair_forward   shared-prefix packed preference forward (packing.py)
     SkipPair, EncodedPair, PairOutputs
 
 Adding a family:
     Subclass `VideoLMAdapter` (rrpo/models/base.py), set `family`, `model_types` (the config's
-    `model_type` values), `model_class` (a `transformers` class name) and `default_frame_size`, override
-    the hooks that differ (`processor_video_kwargs`, `mm_keys`, `prefix_positions` for non-1-D
-    positions, `model_mm_kwargs`), and register it in `FAMILIES` below.
+    `model_type` values) and `model_class` (a `transformers` class name), override the hooks that
+    differ (`processor_video_kwargs(clips)`: timing and sizing for the processor, `mm_keys`,
+    `prefix_positions` for non-1-D positions, `model_mm_kwargs`, `prompt_text` for template quirks),
+    register it in `FAMILIES` below, and add its real checkpoint files to tests/test_real_checkpoints.py.
 
     A family that needs its authors' code (LongVU, VideoChat2) sets `trust_remote_code = True` and
     `model_class = "AutoModelForCausalLM"` (both `load_hf_model` and `load_processor` then pass

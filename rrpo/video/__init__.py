@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
+    "Clip": "rrpo.video.io",
+    "decode_clip": "rrpo.video.io",
     "read_frames": "rrpo.video.io",
     "sample_frame_indices": "rrpo.video.io",
     "write_video": "rrpo.video.io",
@@ -25,12 +27,14 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Clip",
     "DEFAULT_PERTURBATION",
     "PERTURBATIONS",
     "PerturbError",
     "PerturbInfo",
     "apply_perturbation",
     "contact_sheet",
+    "decode_clip",
     "perturb_frames",
     "perturbations_for",
     "plan_perturbation",
@@ -41,7 +45,7 @@ __all__ = [
 # __all__ and _EXPORTS name the same things (checked in tests/test_perturb.py).
 
 if TYPE_CHECKING:
-    from rrpo.video.io import read_frames, sample_frame_indices, write_video
+    from rrpo.video.io import Clip, decode_clip, read_frames, sample_frame_indices, write_video
     from rrpo.video.perturb import (
         DEFAULT_PERTURBATION,
         PERTURBATIONS,
