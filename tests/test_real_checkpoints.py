@@ -378,3 +378,26 @@ def test_inspect_json_fields(shrunk, sample_video, tmp_path, capsys):
     assert info["stop_token_ids"][:2] == [151645, 151643] and f"<|video_pad|> x {tokens}<|vision_end|>" in info["prompt"]
     assert info["second_per_grid_ts"] == [round(2 / (16 / 161 * 30000 / 1001), 4)]
     assert (tmp_path / "s.png").is_file() and info["contact_sheet"] == str(tmp_path / "s.png")
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [("GatedRepoError", "gated; accept its licence"), ("RepositoryNotFoundError", "no such repository"),
+     ("RevisionNotFoundError", "revision 'v9' not found")],
+)
+def test_hub_errors_say_what_is_wrong(error, message, monkeypatch):
+    """The Hub's refusals become one-line errors (the Hub itself is replaced: no network here)."""
+    import huggingface_hub
+    import huggingface_hub.errors as errors
+
+    from types import SimpleNamespace
+
+    # The error classes read only the response's headers and request.
+    response = SimpleNamespace(headers={}, request=None, status_code=404)
+
+    def refuse(*args, **kwargs):
+        raise getattr(errors, error)("refused", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(RRPOError, match=message):
+        load_model("acme/video-model", revision="v9")
