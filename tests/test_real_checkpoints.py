@@ -387,10 +387,10 @@ def test_inspect_json_fields(shrunk, sample_video, tmp_path, capsys):
 )
 def test_hub_errors_say_what_is_wrong(error, message, monkeypatch):
     """The Hub's refusals become one-line errors (the Hub itself is replaced: no network here)."""
+    from types import SimpleNamespace
+
     import huggingface_hub
     import huggingface_hub.errors as errors
-
-    from types import SimpleNamespace
 
     # The error classes read only the response's headers and request.
     response = SimpleNamespace(headers={}, request=None, status_code=404)
