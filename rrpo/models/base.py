@@ -98,6 +98,7 @@ class VideoLMAdapter:
         self.fps = fps
         self.max_frames = int(max_frames)
         self.max_pixels = max_pixels
+        self.source: str | None = None  # where the model was loaded from (`load_model` sets it)
         self._turn_end: str | None = None
         self.check_template()
 
@@ -138,17 +139,9 @@ class VideoLMAdapter:
         so e.g. Qwen gives "<|im_end|>"; falls back to the tokenizer's EOS token.
         """
         if self._turn_end is None:
-            sentinel = "RRPOSENTINEL"
-            messages = [
-                {"role": "user", "content": [{"type": "text", "text": "q"}]},
-                {"role": "assistant", "content": [{"type": "text", "text": sentinel}]},
-            ]
             eos = self.tokenizer.eos_token or ""
-            try:
-                text = self.processor.apply_chat_template(messages, tokenize=False)
-                suffix = text[text.rindex(sentinel) + len(sentinel) :]
-            except (ValueError, TypeError, AttributeError):
-                suffix = ""
+            probe = self._template_probe()
+            suffix = probe[1][probe[1].rindex(_SENTINEL) + len(_SENTINEL) :] if probe else ""
             if eos and eos in suffix:
                 self._turn_end = suffix[: suffix.index(eos) + len(eos)]
             else:
@@ -164,22 +157,29 @@ class VideoLMAdapter:
         that block in every target and every judged answer, so it is refused instead of silently
         producing malformed targets.
         """
-        sentinel = "RRPOSENTINEL"
-        user = {"role": "user", "content": [{"type": "text", "text": "q"}]}
-        try:
-            gen = self.processor.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
-            full = self.processor.apply_chat_template(
-                [user, {"role": "assistant", "content": [{"type": "text", "text": sentinel}]}], tokenize=False
-            )
-        except (ValueError, TypeError, AttributeError):
+        probe = self._template_probe()
+        if probe is None:
             return  # no usable template: the tokenizer's EOS fallback applies (tiny test models)
-        between = full[len(gen) : full.find(sentinel)] if full.startswith(gen) else None
+        gen, full = probe
+        between = full[len(gen) : full.find(_SENTINEL)] if full.startswith(gen) else None
         if "<think>" in gen or (between is not None and between.strip()):
             raise RRPOError(
                 f"{self.family}: this checkpoint's chat template is a reasoning ('Thinking') template: its "
                 f"generation prompt ends {gen[-20:]!r} and an assistant turn starts {between!r}. rrpo trains "
                 "and judges plain answers; use the Instruct checkpoint (e.g. Qwen/Qwen3-VL-8B-Instruct)"
             )
+
+    def _template_probe(self) -> tuple[str, str] | None:
+        """The template's text for a one-question user turn with the generation prompt, and for the
+        same turn answered by `_SENTINEL`; None when the template cannot render them."""
+        user = {"role": "user", "content": [{"type": "text", "text": "q"}]}
+        answer = {"role": "assistant", "content": [{"type": "text", "text": _SENTINEL}]}
+        try:
+            gen = self.processor.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+            full = self.processor.apply_chat_template([user, answer], tokenize=False)
+        except (ValueError, TypeError, AttributeError):
+            return None
+        return (gen, full) if _SENTINEL in full else None
 
     # ----- video -----------------------------------------------------------------------------------
     def read_clip(self, path, *, start_sec: float | None = None, end_sec: float | None = None) -> Clip:
@@ -343,6 +343,9 @@ class VideoLMAdapter:
 
 
 VideoLM = VideoLMAdapter
+
+# Stands for an answer when the chat template is rendered to find where an assistant turn starts and ends.
+_SENTINEL = "RRPOSENTINEL"
 
 # Bare frame arrays carry no timing; they are taken as samples 1/2 s apart (Qwen's own pipeline,
 # qwen-vl-utils, samples at 2 fps). Every rrpo path passes a `Clip` with the real timing instead.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,7 @@ def resolve_model(model: str | Path, *, revision: str | None = None, what: str =
     looks_like_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists()
     if not looks_like_id:
         raise RRPOError(f"{what} directory not found: {model} (give a local directory or a Hub id like owner/name)")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -76,7 +75,6 @@ def resolve_model(model: str | Path, *, revision: str | None = None, what: str =
         RevisionNotFoundError,
     )
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
     try:
         return Path(snapshot_download(text, revision=revision, allow_patterns=_MODEL_PATTERNS))
     except GatedRepoError:
@@ -91,7 +89,7 @@ def resolve_model(model: str | Path, *, revision: str | None = None, what: str =
             "and no such local directory"
         ) from None
     except LocalEntryNotFoundError:
-        if offline:
+        if constants.HF_HUB_OFFLINE:
             raise RRPOError(
                 f"{what} {text}: HF_HUB_OFFLINE is set and no copy"
                 + (f" of revision {revision}" if revision else "")
@@ -201,5 +199,5 @@ def load_model(
         max_frames=max_frames,
         max_pixels=max_pixels,
     )
-    vlm.source = str(model_dir)
+    vlm.source = str(model_dir)  # the resolved directory (a Hub id's snapshot), for reports
     return vlm

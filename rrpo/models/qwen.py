@@ -46,13 +46,16 @@ class Qwen2VLAdapter(VideoLMAdapter):
         """The processor `size` for a clip: min/max pixels per frame (Qwen2/2.5: the reference cap)."""
         size = self.processor.video_processor.size
         longest = int(size.longest_edge or QWEN2_VIDEO_MAX_PIXELS)
-        cap = self.max_pixels if self.max_pixels else QWEN2_VIDEO_MAX_PIXELS
-        return {"shortest_edge": int(size.shortest_edge), "longest_edge": min(longest, int(cap))}
+        cap = int(self.max_pixels or QWEN2_VIDEO_MAX_PIXELS)
+        return {"shortest_edge": int(size.shortest_edge), "longest_edge": min(longest, cap)}
 
     def processor_video_kwargs(self, clips: list[Clip]) -> dict[str, Any]:
         # Frames arrive already sampled: never let the video processor re-sample them.
-        kwargs: dict[str, Any] = {"do_sample_frames": False, "video_metadata": [video_metadata(c) for c in clips]}
-        kwargs["cap_pixels_per_frame"] = True
+        kwargs: dict[str, Any] = {
+            "do_sample_frames": False,
+            "video_metadata": [video_metadata(c) for c in clips],
+            "cap_pixels_per_frame": True,
+        }
         if self.frame_size is None:  # an explicit --frame-size goes through the processor's own settings
             kwargs["size"] = self.video_size(clips[0].num_frames)
         return kwargs

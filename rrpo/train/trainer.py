@@ -257,6 +257,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
 
     from rrpo.models import collate_pairs, load_model
+    from rrpo.models.loading import resolve_dtype
 
     for name in ("model", "data", "output_dir"):
         if not getattr(cfg, name):
@@ -277,13 +278,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     usable = preflight(pairs, video_root, cfg.loss_type, ledger)
     _check_skips(ledger, cfg)
 
-    use_bf16 = (
-        cfg.bf16
-        if cfg.bf16 is not None
-        else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    )
-    if cfg.dtype not in (None, "auto"):
-        use_bf16 = cfg.dtype == "bf16"
+    if cfg.dtype in (None, "auto"):
+        # --bf16 / --no-bf16 decide; unset: bf16 on a GPU that supports it, float32 otherwise.
+        dtype = resolve_dtype(None) if cfg.bf16 is None else (torch.bfloat16 if cfg.bf16 else torch.float32)
+    else:
+        dtype = resolve_dtype(cfg.dtype)
+    use_bf16 = dtype == torch.bfloat16
     vlm = load_model(
         cfg.model,
         revision=cfg.revision,
@@ -292,7 +292,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         fps=cfg.fps,
         max_frames=cfg.max_frames,
         max_pixels=cfg.max_pixels,
-        dtype=cfg.dtype if cfg.dtype not in (None, "auto") else (torch.bfloat16 if use_bf16 else torch.float32),
+        dtype=dtype,
         attn_implementation=cfg.attn_implementation,
     )
     lora = LoraConfig(

@@ -8,7 +8,7 @@ decode here and hand arrays to the processors.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -65,7 +65,6 @@ class Clip:
     duration: float
     source_size: tuple[int, int] = (0, 0)
     segment_frames: int = 0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.timestamps) != len(self.frames) or len(self.frame_indices) != len(self.frames):
@@ -159,8 +158,8 @@ def decode_clip(
         raise VideoError(path, f"cannot decode video ({err})") from err
 
 
-def _stream_facts(path: Path) -> tuple[float, float, int, int, int]:
-    """(fps, duration s, frame count or 0, height, width) of the first video stream, from the header."""
+def _stream_facts(path: Path) -> tuple[float, float, int, int]:
+    """(fps, duration s, height, width) of the first video stream, from the header."""
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise VideoError(path, "no video stream")
@@ -172,14 +171,13 @@ def _stream_facts(path: Path) -> tuple[float, float, int, int, int]:
             duration = container.duration / 1_000_000
         else:
             duration = 0.0
-        count = int(stream.frames or 0)
-        if not duration and count:
-            duration = count / fps
-        return fps, duration, count, stream.codec_context.height, stream.codec_context.width
+        if not duration and stream.frames:
+            duration = stream.frames / fps
+        return fps, duration, stream.codec_context.height, stream.codec_context.width
 
 
 def _decode_clip(path, num_frames, fps, max_frames, min_frames, start_sec, end_sec, size, max_pixels, seek):  # noqa: ANN001
-    src_fps, duration, count, height, width = _stream_facts(path)
+    src_fps, duration, height, width = _stream_facts(path)
     out_size = size
     if out_size is None and max_pixels is not None:
         fitted = fit_pixels(height, width, max_pixels)
@@ -318,17 +316,13 @@ def _decode_by_seeking(
                 times.append(cache[0])
                 continue
             container.seek(origin + int(target / tb), stream=stream, backward=True, any_frame=False)
-            found = None
-            last = None
+            found = None  # the first frame at the target, else the stream's last frame
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
-                t = float((frame.pts - origin) * tb)
-                last = (t, frame)
-                if t >= target - 0.5 / src_fps:
-                    found = last
+                found = (float((frame.pts - origin) * tb), frame)
+                if found[0] >= target - 0.5 / src_fps:
                     break
-            found = found or last
             if found is None:
                 raise VideoError(path, f"no frame could be decoded near {target:.2f} s")
             t, frame = found
