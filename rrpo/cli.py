@@ -53,7 +53,12 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # A command that parses its own options (`rrpo train`: HfArgumentParser over RRPOConfig) sets
+    # `pass_through_args` and gets the words after its name as `args.extra_args`.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "pass_through_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_args = extra
     # The words this run was invoked with (commands that record their own provenance read it).
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):

@@ -218,8 +218,11 @@ def test_rrpo_ablations_change_exactly_their_term():
     # whole-response rewards = DPO rewards
     _, dcr, _ = dpo_loss(*(batch[k] for k in LOGP_KEYS), beta=0.2)
     torch.testing.assert_close(wcr, dcr)
-    with pytest.raises(ValueError, match="fine_grained=False needs chosen_mask and rejected_mask"):
-        call_rrpo(batch, fine_grained=False)
+    # The losses' contract: per-token inputs are zero outside the response, so the whole-response sums
+    # need no mask (issue 14 restored it; the masks only restrict the sums further).
+    unmasked, ucr, urr = call_rrpo(batch, beta=0.2, alpha=0.1, fine_grained=False)
+    torch.testing.assert_close(unmasked, torch.tensor(want, dtype=F64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ucr, dcr)
 
 
 def test_rrpo_input_errors_name_the_problem():
@@ -365,3 +368,21 @@ def test_preference_loss_dispatches_every_loss_with_one_set_of_tensors():
     torch.testing.assert_close(preference_loss("dpo", beta=0.2, alpha=0.3, **batch)[0], direct["dpo"][0])
     with pytest.raises(LossInputError, match="unknown loss_type 'ipo'"):
         preference_loss("ipo", **batch)
+
+
+def test_registry_defaults_match_the_loss_functions():
+    """LOSS_SPECS states each loss's default alpha and options; they must agree with the functions."""
+    import inspect
+
+    from rrpo.losses import LOSS_SPECS, PreferenceLoss
+
+    for name, spec in LOSS_SPECS.items():
+        params = inspect.signature(spec.fn).parameters
+        alpha = params.get("alpha")
+        assert spec.default_alpha == (None if alpha is None else alpha.default), name
+        assert set(spec.options) <= set(params), f"{name}: options the function does not take"
+        assert set(spec.inputs) <= set(params), f"{name}: inputs the function does not take"
+    assert [n for n, s in LOSS_SPECS.items() if s.needs_spans()] == ["rrpo", "dpa", "ddpo"]
+    assert not PreferenceLoss("rrpo", fine_grained=False).needs_spans
+    with pytest.raises(LossInputError, match="dpo takes no option.*gamma"):
+        PreferenceLoss("dpo", gamma=2.0)

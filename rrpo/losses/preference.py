@@ -11,12 +11,11 @@ are detached and only for logging. Sums are taken in float32 or wider (bf16/fp16
 - `dpa_loss`: HALVA's data-augmented phrase-level alignment, Sarkar et al., arXiv 2405.18654.
 - `ddpo_loss`: RLHF-V's dense DPO, Yu et al., CVPR 2024, arXiv 2312.00849.
 
-`preference_loss(loss_type, ...)` dispatches on a name in `LOSSES` with one set of keyword tensors.
+`rrpo.losses.registry` names them (`LOSS_SPECS`: what each needs, its defaults) and builds one from a
+training config.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -169,8 +168,8 @@ def rrpo_loss(
             Required when `fine_grained`.
         chosen_kl: [B, T] per-token KL(ref || policy) on the chosen response. Required when `token_kl`.
         beta: reward scale. alpha: weight of the token-wise KL term.
-        fine_grained: False = ablation using whole responses (all positions of `chosen_mask` /
-            `rejected_mask`, which are then required) instead of the spans.
+        fine_grained: False = ablation using whole responses instead of the spans: sums over all
+            positions (the inputs are zero outside the response), restricted to the masks when given.
         token_kl: False = ablation without the KL term.
         chosen_mask, rejected_mask: optional [B, T] bool response masks; when given, spans must lie
             inside them and the KL is summed over `chosen_mask` only.
@@ -203,11 +202,6 @@ def rrpo_loss(
         chosen_values = _masked_sum(chosen_ratio, c_in, acc)
         rejected_values = _masked_sum(rejected_ratio, r_in, acc)
     else:
-        if chosen_mask is None or rejected_mask is None:
-            raise LossInputError(
-                "fine_grained=False needs chosen_mask and rejected_mask (bool [B, T] response positions); "
-                "a log-prob of exactly 0 cannot mark padding"
-            )
         chosen_values = _masked_sum(chosen_ratio, chosen_mask, acc)
         rejected_values = _masked_sum(rejected_ratio, rejected_mask, acc)
     losses = -F.logsigmoid(beta * (chosen_values - rejected_values))
@@ -421,88 +415,3 @@ def ddpo_loss(
     )
     losses = -F.logsigmoid(beta * (chosen - rejected))
     return losses, beta * chosen.detach(), beta * rejected.detach()
-
-
-LOSSES: dict[str, Callable[..., Triple]] = {
-    "rrpo": rrpo_loss,
-    "dpo": dpo_loss,
-    "tdpo": tdpo_loss,
-    "dpa": dpa_loss,
-    "ddpo": ddpo_loss,
-}
-
-
-def preference_loss(
-    loss_type: str,
-    *,
-    policy_chosen_logps: torch.Tensor,
-    policy_rejected_logps: torch.Tensor,
-    ref_chosen_logps: torch.Tensor,
-    ref_rejected_logps: torch.Tensor,
-    chosen_span_ids: torch.Tensor | None = None,
-    rejected_span_ids: torch.Tensor | None = None,
-    chosen_mask: torch.Tensor | None = None,
-    rejected_mask: torch.Tensor | None = None,
-    chosen_kl: torch.Tensor | None = None,
-    rejected_kl: torch.Tensor | None = None,
-    beta: float = 0.1,
-    alpha: float | None = None,
-    **kw,
-) -> Triple:
-    """One entry point for every loss in `LOSSES`, given one set of [B, T] per-token tensors.
-
-    Each loss takes what it needs: `alpha=None` means that loss's own default (RRPO 0.01, TDPO 0.5,
-    DPA 0.4; ignored by DPO and DDPO, as are the KLs, spans and masks a loss does not use). Extra keywords go to the loss
-    (`fine_grained`, `token_kl` for rrpo; `version` for tdpo; `gamma` for ddpo).
-    Returns (losses [B], chosen_rewards [B], rejected_rewards [B]).
-    """
-    if loss_type not in LOSSES:
-        raise LossInputError(f"unknown loss_type {loss_type!r}; choose one of {sorted(LOSSES)}")
-    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    alpha_kw = {} if alpha is None else {"alpha": alpha}
-    if loss_type == "rrpo":
-        return rrpo_loss(
-            *logps,
-            chosen_span_ids,
-            rejected_span_ids,
-            chosen_kl,
-            beta=beta,
-            chosen_mask=chosen_mask,
-            rejected_mask=rejected_mask,
-            **alpha_kw,
-            **kw,
-        )
-    if loss_type == "tdpo":
-        return tdpo_loss(
-            *logps,
-            chosen_kl,
-            rejected_kl,
-            beta=beta,
-            chosen_mask=chosen_mask,
-            rejected_mask=rejected_mask,
-            **alpha_kw,
-            **kw,
-        )
-    if loss_type == "dpa":
-        return dpa_loss(
-            *logps,
-            chosen_span_ids=chosen_span_ids,
-            rejected_span_ids=rejected_span_ids,
-            chosen_kl=chosen_kl,
-            chosen_mask=chosen_mask,
-            rejected_mask=rejected_mask,
-            **alpha_kw,
-            **kw,
-        )
-    # dpo and ddpo have no alpha: ignored, so that a trainer can pass one config to every loss type.
-    if loss_type == "dpo":
-        return dpo_loss(*logps, beta=beta, chosen_mask=chosen_mask, rejected_mask=rejected_mask, **kw)
-    return ddpo_loss(
-        *logps,
-        chosen_span_ids=chosen_span_ids,
-        rejected_span_ids=rejected_span_ids,
-        chosen_mask=chosen_mask,
-        rejected_mask=rejected_mask,
-        beta=beta,
-        **kw,
-    )

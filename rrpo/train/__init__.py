@@ -1,5 +1,5 @@
-"""The RRPO trainer (on transformers.Trainer) and its configuration."""
+"""The RRPO trainer (on transformers.Trainer) and its configuration (`RRPOConfig`, on TrainingArguments)."""
 
-from rrpo.train.config import LOSS_TYPES, TrainConfig
+from rrpo.train.config import LOSS_TYPES, RRPOConfig, TrainConfig
 
-__all__ = ["LOSS_TYPES", "TrainConfig"]
+__all__ = ["LOSS_TYPES", "RRPOConfig", "TrainConfig"]

@@ -1,130 +1,379 @@
-"""Training configuration: the paper's defaults, overridable from a YAML file and the command line.
+"""Training configuration: `RRPOConfig`, `transformers.TrainingArguments` plus the RRPO fields.
 
-Names follow transformers / TRL so users feel at home (`beta`, `loss_type`, `learning_rate`, `lora_r`).
-Precedence: command-line flag > `--config train.yaml` > the defaults below (RRPO, arXiv 2504.12083, Sec. 4).
+Like TRL's `DPOConfig`, every Trainer option (`optim`, `eval_strategy`, `lr_scheduler_kwargs`,
+`torch_compile`, `gradient_checkpointing_kwargs`, ...) is a field, so `rrpo train --name value` and a
+YAML `--config` file reach all of them through one `HfArgumentParser`. The fields below hold only what
+RRPO adds or defaults differently (the paper's settings, arXiv 2504.12083, Sec. 4), each with its help
+and its check. Precedence: command-line flag > `--config train.yaml` > these defaults.
+The flags of earlier releases (`--loss`, `--out`, `--epochs`, `--batch-size`, `--grad-accum`,
+`--lr-scheduler`, `--no-bf16`) are aliases of the fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import enum
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from transformers import HfArgumentParser, SchedulerType, TrainingArguments
 
 from rrpo.errors import RRPOError
+from rrpo.losses.registry import LOSS_SPECS, LOSS_TYPES, default_alpha, loss_spec
+from rrpo.models.loading import ATTN_IMPLEMENTATIONS, DTYPES, resolve_dtype
+from rrpo.models.options import TOKENS_16_FRAMES_16_9
 
-LOSS_TYPES = ("rrpo", "dpo", "tdpo", "dpa", "ddpo")
-# Losses that train on the differing concepts and so need a span on both sides of every pair.
-SPAN_LOSSES = ("rrpo", "dpa", "ddpo")
+# Losses that train on the differing concepts and so need a span on both sides of every pair (with their
+# default options; RRPO's --no-fine-grained ablation needs none, see LossSpec.needs_spans).
+SPAN_LOSSES = tuple(name for name, spec in LOSS_SPECS.items() if spec.needs_spans())
+CONFIG_FILE = "rrpo_train_config.yaml"
 
 
-def default_alpha(loss_type: str) -> float:
-    """The regulariser weight a loss uses by default (read from its signature: one source of truth)."""
-    import inspect
-
-    from rrpo.losses import LOSSES
-
-    param = inspect.signature(LOSSES[loss_type]).parameters.get("alpha")
-    return 0.0 if param is None or param.default is inspect.Parameter.empty else float(param.default)
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
 
 
 @dataclass
-class TrainConfig:
-    # Inputs and outputs.
-    model: str = ""
-    data: str = ""
-    video_root: str = "."
-    output_dir: str = ""
-    # Objective. `alpha` None means the chosen loss's own paper default (RRPO's TKL weight is 0.01).
-    loss_type: str = "rrpo"
-    beta: float = 0.1
-    alpha: float | None = None
-    fine_grained: bool = True  # RRPO ablation: False uses whole responses instead of the spans
-    token_kl: bool = True  # RRPO ablation: False drops the token-wise KL term
-    ddpo_gamma: float = 5.0
-    tdpo_version: int = 2
-    # Optimisation (paper: lr 5e-6, effective batch 32, 1 epoch, cosine, warmup 3%).
-    learning_rate: float = 5e-6
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 32
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    # LoRA on the language model only (paper: r 128, alpha 256).
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    # Inputs to the model.
-    frames: int = 16
-    frame_size: list[int] | None = None  # [height, width]; None = native aspect ratio, processor-sized
-    fps: float | None = None  # sample frames at this rate (up to max_frames) instead of `frames` uniform ones
-    max_frames: int = 768
-    max_pixels: int | None = None  # per-frame pixel cap for the Qwen families (None: reference sizing)
-    revision: str | None = None  # Hub branch, tag or commit of `model`
-    dtype: str | None = None  # auto | bf16 | fp16 | fp32; None follows `bf16`
-    attn_implementation: str = "sdpa"  # sdpa | eager (flash-attention-2 cannot take the packed 4D mask)
-    max_length: int | None = None  # tokens of [prefix | chosen | rejected]; None = no limit
-    chunk_size: int = 1024  # response positions per chunk in the fused log-prob/KL path
-    # Machinery.
-    gradient_checkpointing: bool = False
-    deepspeed: str | None = (
-        None  # a DeepSpeed JSON config (configs/deepspeed_zero3.json); FSDP comes from accelerate
+class RRPOConfig(TrainingArguments):
+    # ---- inputs and outputs
+    model: str = field(default="", metadata=_help("model directory or Hub id (any supported family)"))
+    data: str = field(default="", metadata=_help("preference pairs JSONL"))
+    video_root: str = field(default=".", metadata=_help("directory the pairs' video paths are relative to"))
+    output_dir: str | None = field(
+        default=None,
+        metadata=_help("output directory (adapter, config, metrics.jsonl, checkpoints)", aliases=["--out"]),
     )
-    bf16: bool | None = None  # None = bf16 on a GPU that supports it, float32 otherwise
-    logging_steps: int = 1
-    save_steps: int = 200
-    save_total_limit: int | None = 2
-    report_to: list[str] = field(default_factory=lambda: ["none"])
-    dataloader_num_workers: int = 0
-    max_skip_fraction: float = 0.1  # fail the run if more of the pairs than this had to be skipped
-    resume: bool = False
+    resume: bool = field(default=False, metadata=_help("continue from the last complete checkpoint in --out"))
+    # ---- objective
+    loss_type: str = field(
+        default="rrpo",
+        metadata=_help(
+            "preference loss: " + "; ".join(f"{n} ({s.paper})" for n, s in LOSS_SPECS.items()),
+            aliases=["--loss"],
+            choices=LOSS_TYPES,
+        ),
+    )
+    beta: float = field(default=0.1, metadata=_help("reward scale beta"))
+    alpha: float | None = field(
+        default=None,
+        metadata=_help("regulariser weight (default: the loss's own: rrpo 0.01, tdpo 0.5, dpa 0.4)"),
+    )
+    fine_grained: bool = field(
+        default=True,
+        metadata=_help("RRPO: reward on the differing spans (--no-fine-grained: whole responses, ablation)"),
+    )
+    token_kl: bool = field(
+        default=True, metadata=_help("RRPO: token-wise KL regulariser (--no-token-kl: drop it, ablation)")
+    )
+    ddpo_gamma: float = field(default=5.0, metadata=_help("DDPO weight of the differing tokens"))
+    tdpo_version: int = field(default=2, metadata=_help("TDPO variant", choices=(1, 2)))
+    # ---- LoRA on the language model only (paper: r 128, alpha 256)
+    lora_r: int = field(default=128, metadata=_help("LoRA rank"))
+    lora_alpha: int = field(default=256, metadata=_help("LoRA alpha"))
+    lora_dropout: float = field(default=0.05, metadata=_help("LoRA dropout"))
+    # ---- what the model is fed
+    frames: int = field(default=16, metadata=_help("frames sampled uniformly per video"))
+    frame_size: list[int] | None = field(
+        default=None,
+        metadata=_help("resize frames to exactly H W (default: native aspect ratio, processor-sized)"),
+    )
+    fps: float | None = field(
+        default=None,
+        metadata=_help("sample frames at this rate (up to --max-frames) instead of --frames uniform ones"),
+    )
+    max_frames: int = field(default=768, metadata=_help("cap on frames for --fps"))
+    max_pixels: int | None = field(
+        default=None,
+        metadata=_help(
+            "pixel cap per frame for the Qwen families (default: the checkpoint's reference sizing). Video "
+            "tokens for 16 frames of 16:9 video by default: " + TOKENS_16_FRAMES_16_9
+        ),
+    )
+    revision: str | None = field(default=None, metadata=_help("Hub branch, tag or commit of --model"))
+    dtype: str | None = field(
+        default=None,
+        metadata=_help(
+            "weights' dtype (default: follows --bf16; unset, bf16 on a GPU that supports it, fp32 on CPU)",
+            choices=tuple(DTYPES),
+        ),
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata=_help(
+            "attention kernel. flash-attention-2 is not offered: the packed pair forward needs a 4D float "
+            "mask (rejected tokens must not see chosen ones), which it cannot take",
+            choices=ATTN_IMPLEMENTATIONS,
+        ),
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata=_help("max tokens of [prefix|chosen|rejected]; responses are truncated, never the prefix"),
+    )
+    chunk_size: int = field(
+        default=1024, metadata=_help("response positions per chunk of the fused log-prob/KL path")
+    )
+    max_skip_fraction: float = field(
+        default=0.1, metadata=_help("fail the run if more of the pairs than this had to be skipped")
+    )
+    warmup_ratio: float = field(
+        default=0.03,
+        metadata=_help("linear warmup over this fraction of the steps (used when --warmup-steps is 0)"),
+    )
+    # ---- Trainer fields with the paper's defaults (lr 5e-6, effective batch 32, 1 epoch, cosine)
+    learning_rate: float = field(default=5e-6, metadata=_help("peak learning rate"))
+    num_train_epochs: float = field(default=1.0, metadata=_help("epochs", aliases=["--epochs"]))
+    per_device_train_batch_size: int = field(
+        default=1, metadata=_help("pairs per device per micro-batch", aliases=["--batch-size"])
+    )
+    gradient_accumulation_steps: int = field(
+        default=32, metadata=_help("micro-batches per optimizer step", aliases=["--grad-accum"])
+    )
+    lr_scheduler_type: str = field(
+        default="cosine",
+        metadata=_help("learning-rate schedule (transformers' names)", aliases=["--lr-scheduler"]),
+    )
+    logging_steps: float = field(default=1, metadata=_help("log every N optimizer steps"))
+    save_steps: float = field(default=200, metadata=_help("checkpoint every N optimizer steps"))
+    save_total_limit: int | None = field(default=2, metadata=_help("checkpoints kept"))
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"], metadata=_help("wandb, tensorboard, ... (default none)")
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata=_help(
+            "bf16 weights and autocast (--no-bf16: fp32; default: bf16 on a GPU that supports it)",
+            nargs="?",
+            const=True,
+        ),
+    )
+    use_cpu: bool | None = field(
+        default=None, metadata=_help("train on CPU (default: when no GPU is visible)", nargs="?", const=True)
+    )
+    remove_unused_columns: bool = field(default=False, metadata=_help("kept False: batches are packed pairs"))
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata=_help("False: every LoRA weight gets a gradient in the packed pass")
+    )
+    disable_tqdm: bool | None = field(default=False, metadata=_help("hide the progress bar"))
 
     def __post_init__(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise RRPOError(f"unknown loss_type {self.loss_type!r}; choose one of {', '.join(LOSS_TYPES)}")
-        if self.frames < 1:
-            raise RRPOError(f"frames must be >= 1, got {self.frames}")
-        if not 0.0 <= self.max_skip_fraction <= 1.0:
-            raise RRPOError(f"max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
-        if isinstance(self.report_to, str):
-            self.report_to = [self.report_to]
+        # What the user gave, before anything below (or TrainingArguments) resolves it: what `save` writes.
+        self._given = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
+        self._check_types()
+        self._check_rrpo_fields()
         if self.alpha is None:
             self.alpha = default_alpha(self.loss_type)
+        if not self.warmup_steps and self.warmup_ratio:
+            self.warmup_steps = self.warmup_ratio  # a float in [0, 1) is a ratio of the total steps
+        # The weights' dtype: --dtype wins; else --bf16 / --no-bf16; unset, bf16 on a GPU that has it.
+        if self.dtype in (None, "auto"):
+            bf16 = self.bf16
+            self.weights_dtype = (
+                resolve_dtype(None) if bf16 is None else (torch.bfloat16 if bf16 else torch.float32)
+            )
+        else:
+            self.weights_dtype = resolve_dtype(self.dtype)
+        self.bf16 = self.weights_dtype == torch.bfloat16
+        # fp16: mixed precision with a grad scaler (the LoRA weights stay float32).
+        self.fp16 = bool(self.fp16) or self.dtype == "fp16"
+        if self.use_cpu is None:
+            # Without a GPU, say so: only then does accelerate set up CPU data parallelism (torchrun /
+            # accelerate launch --cpu), which needs gloo. GPUs pick nccl themselves.
+            self.use_cpu = not torch.cuda.is_available()
+        if self.use_cpu and self.ddp_backend is None and _world_size() > 1:
+            self.ddp_backend = "gloo"
+        try:
+            super().__post_init__()
+        except (ValueError, TypeError, NotImplementedError) as err:
+            raise RRPOError(f"training option: {err}") from None
+
+    # ------------------------------------------------------------------------------------- checks
+
+    def _check_types(self) -> None:
+        """Numbers given as text (a YAML `learning_rate: "5e-6"`) are converted; anything else is named."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            kinds = set(typing.get_args(hints[f.name])) or {hints[f.name]}
+            number = float if float in kinds else int if int in kinds else None
+            value = getattr(self, f.name)
+            if number is None or value is None or bool in kinds:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                try:
+                    setattr(self, f.name, number(value) if isinstance(value, str) else _not_a_number())
+                except (TypeError, ValueError):
+                    raise RRPOError(f"{f.name}: expected a number, got {value!r}") from None
+
+    def _check_rrpo_fields(self) -> None:
+        loss_spec(self.loss_type)  # unknown names fail here, listing the choices
+        checks = [
+            (self.learning_rate >= 0, "learning_rate must be >= 0"),
+            (self.beta > 0, "beta must be > 0"),
+            (self.alpha is None or self.alpha >= 0, "alpha must be >= 0"),
+            (self.ddpo_gamma > 0, "ddpo_gamma must be > 0"),
+            (self.tdpo_version in (1, 2), "tdpo_version must be 1 or 2"),
+            (self.lora_r >= 1, "lora_r must be >= 1"),
+            (self.lora_alpha > 0, "lora_alpha must be > 0"),
+            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+            (self.frames >= 1, "frames must be >= 1"),
+            (self.fps is None or self.fps > 0, "fps must be > 0"),
+            (self.max_frames >= 1, "max_frames must be >= 1"),
+            (self.max_pixels is None or self.max_pixels > 0, "max_pixels must be > 0"),
+            (self.max_length is None or self.max_length >= 1, "max_length must be >= 1"),
+            (self.chunk_size >= 1, "chunk_size must be >= 1"),
+            (0.0 <= self.max_skip_fraction <= 1.0, "max_skip_fraction must be in [0, 1]"),
+            (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)"),
+            (
+                self.per_device_train_batch_size >= 1,
+                "per_device_train_batch_size (--batch-size) must be >= 1",
+            ),
+            (
+                self.gradient_accumulation_steps >= 1,
+                "gradient_accumulation_steps (--grad-accum) must be >= 1",
+            ),
+            (self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs (--epochs) must be > 0"),
+            (self.dtype is None or self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}"),
+            (
+                self.attn_implementation in ATTN_IMPLEMENTATIONS,
+                f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RRPOError(f"{message}, got {getattr(self, message.split()[0], None)!r}")
+        schedules = [s.value for s in SchedulerType]
+        if _plain(self.lr_scheduler_type) not in schedules:
+            raise RRPOError(
+                f"lr_scheduler_type (--lr-scheduler) {self.lr_scheduler_type!r}: choose one of {', '.join(schedules)}"
+            )
+        if self.frame_size is not None and (len(self.frame_size) != 2 or min(self.frame_size) < 1):
+            raise RRPOError(f"frame_size must be two positive numbers H W, got {self.frame_size}")
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+
+    @property
+    def needs_spans(self) -> bool:
+        """Whether this loss (with these options) trains on the differing spans."""
+        from rrpo.losses.registry import PreferenceLoss
+
+        return PreferenceLoss.from_config(self).needs_spans
+
+    # ----------------------------------------------------------------------------- sources, file
 
     @classmethod
-    def from_sources(cls, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    def from_sources(cls, config_file: str | Path | None = None, **overrides: Any) -> RRPOConfig:
         """Defaults, then the YAML/JSON file, then the non-None overrides (command-line flags)."""
-        values: dict[str, Any] = {}
-        if config_file:
-            path = Path(config_file)
-            if not path.is_file():
-                raise RRPOError(f"config file not found: {path}")
-            loaded = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise RRPOError(f"{path}: expected a mapping of option: value")
-            values.update(loaded)
+        values = read_config_file(config_file) if config_file else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise RRPOError(f"unknown training option(s): {', '.join(unknown)}")
+        _check_known(values, "training option")
         return cls(**values)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The RRPO fields (resolved `alpha`) and every Trainer field the user set: a file `--config`
+        reads back to this configuration. Auto-resolved values (device, dtype) are left for the machine
+        that reads it."""
+        own = {f.name for f in dataclasses.fields(RRPOConfig) if f.name not in _TRAINER_FIELDS}
+        out = {}
+        for f in dataclasses.fields(self):
+            if not f.init:
+                continue
+            given = self._given[f.name]
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if f.name in own or given != _plain(default):
+                out[f.name] = given
+        out["alpha"] = self.alpha
+        return out
 
     def save(self, out_dir: str | Path) -> Path:
-        path = Path(out_dir) / "rrpo_train_config.yaml"
+        path = Path(out_dir) / CONFIG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(yaml.safe_dump(self.to_yaml_dict(), sort_keys=False))
         return path
 
-    def __str__(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+
+# The name of earlier releases.
+TrainConfig = RRPOConfig
+_TRAINER_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments)} - {
+    "output_dir"  # ours too: --out
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _not_a_number() -> Any:
+    raise TypeError("not a number")
+
+
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _check_known(values: dict[str, Any], what: str) -> None:
+    known = {f.name for f in dataclasses.fields(RRPOConfig) if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise RRPOError(f"unknown {what}(s): {', '.join(unknown)} (rrpo train --help lists them)")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RRPOError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RRPOError(f"{path}: not a readable YAML file ({str(err).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise RRPOError(f"{path}: expected a mapping of option: value")
+    return loaded
+
+
+def train_arg_parser() -> HfArgumentParser:
+    """`rrpo train`'s parser: every `RRPOConfig` field as `--name` (and `--name-with-dashes`)."""
+    own = [f.name for f in dataclasses.fields(RRPOConfig) if f.name not in _TRAINER_FIELDS]
+    parser = HfArgumentParser(
+        RRPOConfig,
+        prog="rrpo train",
+        usage="rrpo train --model DIR_OR_HUB_ID --data PAIRS.jsonl --out DIR [--loss rrpo|dpo|tdpo|dpa|ddpo] "
+        "[--config train.yaml] [options]",
+        description="Train a LoRA adapter with RRPO (or a baseline loss) on preference pairs. Options are "
+        "the fields of rrpo.train.RRPOConfig, as --name or --name-with-dashes, or keys of the --config "
+        "file. RRPO's own: " + ", ".join("--" + n.replace("_", "-") for n in own) + " (and the aliases "
+        "--out, --loss, --epochs, --batch-size, --grad-accum, --lr-scheduler, --no-bf16); every other "
+        "option is a transformers.TrainingArguments field.",
+    )
+    parser.add_argument("--config", default=None, help="YAML file of training options (flags override it)")
+    parser.add_argument(
+        "--no-bf16", "--no_bf16", dest="bf16", action="store_const", const=False, help="fp32 weights"
+    )
+    return parser
+
+
+def parse_train_args(argv: list[str]) -> RRPOConfig:
+    """Flags > `--config` file > defaults, through one `HfArgumentParser`."""
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    config_file = pre.parse_known_args(argv)[0].config
+    parser = train_arg_parser()
+    if config_file:
+        values = read_config_file(config_file)
+        _check_known(values, f"option in {config_file}: training option")
+        parser.set_defaults(**values)
+    try:
+        cfg, *_ = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except ValueError as err:  # unknown flags
+        raise RRPOError(f"{err} (rrpo train --help lists the options)") from None
+    return cfg

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 from rrpo.data.record import PreferencePair, read_pairs
 from rrpo.errors import RRPOError, VideoError
-from rrpo.train.config import SPAN_LOSSES, TrainConfig
+from rrpo.losses.registry import PreferenceLoss
+from rrpo.train.config import RRPOConfig
 
 
 @dataclass
@@ -62,12 +64,13 @@ class SkipLedger:
 
 
 def preflight(
-    pairs: list[PreferencePair], video_root: Path, loss_type: str, ledger: SkipLedger
+    pairs: list[PreferencePair], video_root: Path, loss: PreferenceLoss, ledger: SkipLedger
 ) -> list[PreferencePair]:
     """Cheap checks before any decoding: the video exists and span losses have a span on both sides."""
+    loss_type = loss.spec.name
     usable = []
     for pair in pairs:
-        if loss_type in SPAN_LOSSES and not (pair.chosen_spans and pair.rejected_spans):
+        if loss.needs_spans and not (pair.chosen_spans and pair.rejected_spans):
             side = "chosen" if not pair.chosen_spans else "rejected"
             ledger.skip(
                 pair.id, f"no span: the {side} response has no differing span ({loss_type} needs both)"
@@ -85,7 +88,7 @@ class PairDataset(torch.utils.data.Dataset):
     batch never comes out short; the run's summary lists it."""
 
     def __init__(
-        self, pairs: list[PreferencePair], vlm: Any, video_root: Path, cfg: TrainConfig, ledger: SkipLedger
+        self, pairs: list[PreferencePair], vlm: Any, video_root: Path, cfg: RRPOConfig, ledger: SkipLedger
     ):
         self.pairs, self.vlm, self.video_root, self.cfg, self.ledger = pairs, vlm, video_root, cfg, ledger
 
@@ -155,48 +158,39 @@ class PairForward(torch.nn.Module):
         out = pair_forward(self.vlm, self.module, batch, reference=True, chunk_size=self.chunk_size)
         return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
 
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, **options: Any
+    ) -> None:
+        """What the Trainer calls for `--gradient-checkpointing`: checkpoint the language model's layers.
+        Non-reentrant by default: it works with frozen embeddings and the adapter-off reference pass."""
+        kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        base = self.module.get_base_model()
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **options)
+        else:  # transformers before the rename
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    gradient_checkpointing_enable = activation_checkpointing_enable
+
 
 class RRPOTrainer(Trainer):
-    """`transformers.Trainer` whose loss is a preference loss over packed pairs."""
+    """`transformers.Trainer` whose loss is a preference loss over packed pairs.
 
-    def __init__(self, *args: Any, vlm: Any, rrpo_config: TrainConfig, **kwargs: Any):
+    `args` is an `RRPOConfig`; the loss is built from it once (`PreferenceLoss.from_config`: the loss
+    type and every option the registry maps to a config field) and applied to the model's outputs."""
+
+    def __init__(self, *args: Any, vlm: Any = None, rrpo_config: RRPOConfig | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.vlm = vlm
-        self.rrpo_config = rrpo_config
+        self.rrpo_config = rrpo_config or self.args
+        self.loss_fn = PreferenceLoss.from_config(self.rrpo_config)
         self._stored: dict[str, list[float]] = defaultdict(list)
         # compute_loss returns a per-pair mean, so let the Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-        from types import SimpleNamespace
-
-        from rrpo.losses import preference_loss
-
-        cfg = self.rrpo_config
-        out = SimpleNamespace(**model(**inputs))
-        extra = {}
-        if cfg.loss_type == "rrpo":
-            extra = {"fine_grained": cfg.fine_grained, "token_kl": cfg.token_kl}
-        elif cfg.loss_type == "ddpo":
-            extra = {"gamma": cfg.ddpo_gamma}
-        elif cfg.loss_type == "tdpo":
-            extra = {"version": cfg.tdpo_version}
-        losses, chosen_rewards, rejected_rewards = preference_loss(
-            cfg.loss_type,
-            policy_chosen_logps=out.policy_chosen_logps,
-            policy_rejected_logps=out.policy_rejected_logps,
-            ref_chosen_logps=out.ref_chosen_logps,
-            ref_rejected_logps=out.ref_rejected_logps,
-            chosen_span_ids=out.chosen_span_ids,
-            rejected_span_ids=out.rejected_span_ids,
-            chosen_mask=out.chosen_mask,
-            rejected_mask=out.rejected_mask,
-            chosen_kl=out.chosen_kl,
-            rejected_kl=out.rejected_kl,
-            beta=cfg.beta,
-            alpha=cfg.alpha,
-            **extra,
-        )
+        out = model(**inputs)
+        losses, chosen_rewards, rejected_rewards = self.loss_fn(out)
         loss = losses.mean()
         with torch.no_grad():
             stats = {
@@ -204,10 +198,10 @@ class RRPOTrainer(Trainer):
                 "rewards/rejected": rejected_rewards.mean(),
                 "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
                 "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
-                "kl/chosen": out.chosen_kl.sum(-1).mean(),
-                "kl/rejected": out.rejected_kl.sum(-1).mean(),
-                "logps/chosen": out.policy_chosen_logps.sum(-1).mean(),
-                "logps/rejected": out.policy_rejected_logps.sum(-1).mean(),
+                "kl/chosen": out["chosen_kl"].sum(-1).mean(),
+                "kl/rejected": out["rejected_kl"].sum(-1).mean(),
+                "logps/chosen": out["policy_chosen_logps"].sum(-1).mean(),
+                "logps/rejected": out["policy_rejected_logps"].sum(-1).mean(),
             }
             for key, value in stats.items():
                 self._stored[key].append(
@@ -247,43 +241,32 @@ class RRPOTrainer(Trainer):
         set_peft_model_state_dict(self.model.module, load_file(str(path)))
 
 
-def _latest_checkpoint(output_dir: Path) -> str | None:
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else None
-
-
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: RRPOConfig) -> dict[str, Any]:
     """Train a LoRA adapter with `cfg.loss_type`; returns the run summary (also written to disk)."""
     from peft import LoraConfig, get_peft_model
 
     from rrpo.models import collate_pairs, load_model
-    from rrpo.models.loading import resolve_dtype
 
     for name in ("model", "data", "output_dir"):
-        if not getattr(cfg, name):
-            raise RRPOError(f"--{name.replace('_', '-')} is required")
+        if not cfg._given.get(name):
+            raise RRPOError(f"--{'out' if name == 'output_dir' else name} is required")
     output_dir, video_root = Path(cfg.output_dir), Path(cfg.video_root)
     output_dir.mkdir(parents=True, exist_ok=True)
     resume_from = None
     if cfg.resume:
-        resume_from = _latest_checkpoint(output_dir)
+        resume_from = get_last_checkpoint(str(output_dir))
         if resume_from is None:
             raise RRPOError(f"--resume: no checkpoint-* directory in {output_dir}")
 
+    loss = PreferenceLoss.from_config(cfg)
     ledger = SkipLedger()
     pairs = read_pairs(cfg.data)
     ledger.total = len(pairs)
     if not pairs:
         raise RRPOError(f"{cfg.data}: no preference pairs")
-    usable = preflight(pairs, video_root, cfg.loss_type, ledger)
+    usable = preflight(pairs, video_root, loss, ledger)
     _check_skips(ledger, cfg)
 
-    if cfg.dtype in (None, "auto"):
-        # --bf16 / --no-bf16 decide; unset: bf16 on a GPU that supports it, float32 otherwise.
-        dtype = resolve_dtype(None) if cfg.bf16 is None else (torch.bfloat16 if cfg.bf16 else torch.float32)
-    else:
-        dtype = resolve_dtype(cfg.dtype)
-    use_bf16 = dtype == torch.bfloat16
     vlm = load_model(
         cfg.model,
         revision=cfg.revision,
@@ -292,7 +275,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         fps=cfg.fps,
         max_frames=cfg.max_frames,
         max_pixels=cfg.max_pixels,
-        dtype=dtype,
+        dtype=cfg.weights_dtype,
         attn_implementation=cfg.attn_implementation,
     )
     lora = LoraConfig(
@@ -304,42 +287,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     peft_model = get_peft_model(vlm.model, lora)
     vlm.model = peft_model
-    if cfg.gradient_checkpointing:
-        # Non-reentrant checkpointing works with frozen embeddings and the adapter-off reference pass.
-        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = PairForward(peft_model, vlm, cfg.chunk_size)
-
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        report_to=cfg.report_to,
-        bf16=use_bf16,
-        fp16=cfg.dtype == "fp16",  # mixed precision with a grad scaler (LoRA weights stay float32)
-        ddp_find_unused_parameters=False,
-        remove_unused_columns=False,
-        dataloader_num_workers=cfg.dataloader_num_workers,
-        # Without a GPU, say so: only then does accelerate set up CPU data parallelism (torchrun /
-        # accelerate launch --cpu), which needs gloo. GPUs pick nccl themselves.
-        use_cpu=not torch.cuda.is_available(),
-        ddp_backend="gloo"
-        if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        else None,
-        disable_tqdm=False,
-        deepspeed=cfg.deepspeed,
-    )
     metrics_path = output_dir / "metrics.jsonl"
     if metrics_path.exists():
         # A fresh run starts a fresh log; a resumed one keeps the rows up to its checkpoint, so steps
@@ -353,12 +301,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metrics_path.write_text("".join(line + "\n" for line in kept))
     trainer = RRPOTrainer(
         model=model,
-        args=args,
+        args=cfg,
         train_dataset=PairDataset(usable, vlm, video_root, cfg, ledger),
         data_collator=lambda features: collate_pairs(vlm, features),
         callbacks=[MetricsFileCallback(metrics_path)],
         vlm=vlm,
-        rrpo_config=cfg,
     )
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -398,7 +345,7 @@ def _ranks_in_sync(model: torch.nn.Module) -> bool | None:
     return all(torch.allclose(g, gathered[0], rtol=1e-6, atol=1e-9) for g in gathered)
 
 
-def _check_skips(ledger: SkipLedger, cfg: TrainConfig) -> None:
+def _check_skips(ledger: SkipLedger, cfg: RRPOConfig) -> None:
     if ledger.skipped and ledger.fraction() > cfg.max_skip_fraction:
         reasons = ", ".join(f"{k}: {v}" for k, v in ledger.by_reason().items())
         raise RRPOError(
