@@ -1,0 +1,91 @@
+"""RRPOConfig: TrainingArguments + RRPO fields, parsed by HfArgumentParser; old flags, YAML, checks."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from rrpo.cli import main
+from rrpo.errors import RRPOError
+from rrpo.train.config import RRPOConfig, parse_train_args
+
+
+def test_old_flags_are_aliases_and_trainer_options_are_reachable(tmp_path):
+    cfg = parse_train_args(
+        ["--out", str(tmp_path), "--loss", "dpo", "--epochs", "2", "--batch-size", "3", "--grad-accum", "4",
+         "--lr-scheduler", "linear", "--no-token-kl", "--frame-size", "32", "48", "--learning-rate", "1e-4",
+         # TrainingArguments fields no hand table listed
+         "--optim", "sgd", "--lr_scheduler_kwargs", '{"foo": 1}', "--torch_compile", "false",
+         "--eval_strategy", "no"]
+    )  # fmt: skip
+    assert (cfg.loss_type, cfg.output_dir, cfg.num_train_epochs) == ("dpo", str(tmp_path), 2.0)
+    assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (3, 4)
+    assert (cfg.lr_scheduler_type.value, cfg.token_kl, cfg.frame_size) == ("linear", False, [32, 48])
+    assert cfg.learning_rate == 1e-4 and cfg.optim.value == "sgd" and cfg.lr_scheduler_kwargs == {"foo": 1}
+    assert cfg.alpha == 0.0, "dpo has no regulariser"
+    # the paper's defaults where nothing is given
+    d = parse_train_args([])
+    assert (d.loss_type, d.beta, d.alpha, d.learning_rate, d.gradient_accumulation_steps) == (
+        "rrpo", 0.1, 0.01, 5e-6, 32,
+    )  # fmt: skip
+    assert (d.lr_scheduler_type.value, d.warmup_steps, d.lora_r, d.lora_alpha) == ("cosine", 0.03, 128, 256)
+
+
+def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({"beta": 0.5, "lora_r": 8, "optim": "adafactor", "fine_grained": False}))
+    cfg = parse_train_args(["--config", str(path), "--lora-r", "16"])
+    assert (cfg.beta, cfg.lora_r, cfg.optim.value, cfg.fine_grained) == (0.5, 16, "adafactor", False)
+    path.write_text(yaml.safe_dump({"learning_rate": "fast"}))
+    with pytest.raises((RRPOError, SystemExit)):
+        parse_train_args(["--config", str(path)])
+    path.write_text(yaml.safe_dump({"bogus_option": 1}))
+    with pytest.raises(RRPOError, match="unknown option.*bogus_option"):
+        parse_train_args(["--config", str(path)])
+
+
+def test_saved_config_reads_back_to_the_same_run(tmp_path):
+    cfg = parse_train_args(
+        ["--out", str(tmp_path), "--model", "m", "--data", "d.jsonl", "--loss", "tdpo", "--tdpo-version", "1",
+         "--optim", "sgd", "--warmup-ratio", "0.1", "--max-steps", "7"]
+    )  # fmt: skip
+    path = cfg.save(tmp_path)
+    again = RRPOConfig.from_sources(path)
+    for name in ("loss_type", "tdpo_version", "alpha", "warmup_steps", "max_steps", "model", "output_dir"):
+        assert getattr(again, name) == getattr(cfg, name), name
+    assert again.optim == cfg.optim
+    saved = yaml.safe_load(path.read_text())
+    assert "use_cpu" not in saved and "bf16" not in saved, "machine-resolved values are left unsaved"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--learning-rate", "-1"], "learning_rate must be >= 0"),
+        (["--lora-r", "0"], "lora_r must be >= 1"),
+        (["--batch-size", "0"], "per_device_train_batch_size"),
+        (["--grad-accum", "0"], "gradient_accumulation_steps"),
+        (["--chunk-size", "0"], "chunk_size must be >= 1"),
+        (["--lr-scheduler", "fast"], "lr_scheduler_type.*choose one of"),
+        (["--warmup-ratio", "2"], "warmup_ratio must be in"),
+        (["--beta", "-5"], "beta must be > 0"),
+        (["--epochs", "0"], "num_train_epochs"),
+        (["--frame-size", "32"], "frame_size must be two"),
+        (["--no-such-flag", "1"], "no-such-flag"),
+    ],
+)
+def test_bad_values_are_one_line_errors(flags, message):
+    with pytest.raises(RRPOError, match=message):
+        parse_train_args(flags)
+
+
+def test_cli_prints_the_error_and_help(capsys):
+    assert main(["train", "--lora-r", "0"]) == 1
+    assert "rrpo train: error: lora_r must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--loss" in out and "--no-fine-grained" in out and "--optim" in out
+    with pytest.raises(SystemExit):
+        main(["merge", "--unknown-flag"])
