@@ -9,6 +9,7 @@ import pytest
 from fake_openai_server import Fail, FakeOpenAIServer, Reply
 
 from rrpo.errors import RRPOError
+from rrpo.llm.client import LLMClient, LLMError
 from rrpo.selfalign.differ import (
     DIFF_SECOND_TURN,
     Diff,
@@ -17,7 +18,6 @@ from rrpo.selfalign.differ import (
     llm_diff,
     rule_diff,
 )
-from rrpo.selfalign.llm import LLMClient, LLMError
 
 OPTIONS = ["the dog jumps", "the dog sits", "the dog barks"]
 

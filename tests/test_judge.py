@@ -8,6 +8,7 @@ import pytest
 from fake_openai_server import Fail, FakeOpenAIServer, Reply
 
 from rrpo.errors import RecordError, RRPOError
+from rrpo.llm.client import LLMClient
 from rrpo.selfalign.judge import (
     JUDGE_USER_TEMPLATE,
     Verdict,
@@ -15,7 +16,6 @@ from rrpo.selfalign.judge import (
     judge_answer,
     parse_judge_reply,
 )
-from rrpo.selfalign.llm import LLMClient
 
 OPTIONS = ["the dog jumps", "the dog sits", "the dog barks"]
 

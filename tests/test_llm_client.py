@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fake_openai_server import EmptyChoices, Fail, FakeOpenAIServer, Garbage, Reply, Sleep
 
-import rrpo.selfalign.llm as llm_module
+import rrpo.llm.client as llm_module
 from rrpo.errors import RRPOError
-from rrpo.selfalign.llm import LLMClient, LLMError
+from rrpo.llm.client import LLMClient, LLMError
 
 KEY = "sk-test-SENTINEL-7f3a9c2e5b1d"
 MESSAGES = [
@@ -206,7 +206,7 @@ def test_corrupt_cache_file_is_ignored_and_rewritten(server, tmp_path, caplog):
     (path,) = tmp_path.rglob("*.json")
     path.write_text('{"response": "trunc')
     client = make_client(server, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="rrpo.selfalign.llm"):
+    with caplog.at_level(logging.WARNING, logger="rrpo.llm.client"):
         assert client.chat(MESSAGES) == "good"
     assert "corrupt" in caplog.text and str(path) in caplog.text
     assert server.request_count == 2 and client.cache_hits == 0

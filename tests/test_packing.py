@@ -264,3 +264,52 @@ def test_packed_attention_mask_layout():
     ]
     assert allowed == expected
     assert m.min().item() == torch.finfo(torch.float32).min
+
+
+def test_collate_builds_only_the_requested_layout(setup):
+    """Training collates the packed layout alone; results equal the both-layouts batch, and asking the
+    forward for a layout the batch lacks is a clear error."""
+    from rrpo.errors import RRPOError
+
+    family, _, vlm, encoded = setup
+    packed_only = collate_pairs(vlm, encoded, layout="packed")
+    plain_only = collate_pairs(vlm, encoded, layout="plain")
+    assert "packed_input_ids" in packed_only and "chosen_input_ids" not in packed_only
+    assert "chosen_input_ids" in plain_only and "packed_position_ids" not in plain_only
+    with torch.no_grad():
+        want = pair_forward(vlm, vlm.model, collate_pairs(vlm, encoded))
+        got = pair_forward(vlm, vlm.model, packed_only)
+        got_plain = pair_forward(vlm, vlm.model, plain_only, packed=False)
+    torch.testing.assert_close(got.policy_chosen_logps, want.policy_chosen_logps, rtol=0, atol=0)
+    assert (got_plain.policy_rejected_logps - want.policy_rejected_logps).abs().max() < TOL
+    with pytest.raises(RRPOError, match="layout='plain'"):
+        pair_forward(vlm, vlm.model, packed_only, packed=False)
+    with pytest.raises(RRPOError, match="layout must be one of"):
+        collate_pairs(vlm, encoded, layout="sideways")
+
+
+def test_pair_forward_reaches_the_model_only_through_the_adapter_hooks(setup):
+    """A family that overrides `inner` / `lm_head` (a ported or remote-code model) is what runs."""
+    family, _, vlm, encoded = setup
+    batch = collate_pairs(vlm, encoded, layout="packed")
+    calls = []
+    original_inner = type(vlm).inner
+
+    class Spy(type(vlm)):
+        @property
+        def inner(self):
+            module = original_inner.fget(self)
+
+            def forward(**kwargs):
+                calls.append(sorted(kwargs))
+                return module(**kwargs)
+
+            return forward
+
+    spy = object.__new__(Spy)
+    spy.__dict__.update(vlm.__dict__)
+    with torch.no_grad():
+        out = pair_forward(spy, spy.model, batch)
+        want = pair_forward(vlm, vlm.model, batch)
+    assert len(calls) == 2, f"{family}: policy and reference passes go through the hook"
+    torch.testing.assert_close(out.policy_chosen_logps, want.policy_chosen_logps)

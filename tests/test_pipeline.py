@@ -213,7 +213,7 @@ def test_open_answers_with_llm_judge_and_differ_and_retry_after_outage(tmp_path:
     sys.path.insert(0, str(Path(__file__).parent))
     from fake_openai_server import Fail, FakeOpenAIServer
 
-    from rrpo.selfalign.llm import LLMClient
+    from rrpo.llm.client import LLMClient
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-written")
     qs = _open_questions(tmp_path)

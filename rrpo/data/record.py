@@ -15,19 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
-import string
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rrpo.data.answers import ANSWER_TYPES, LETTERS, match_option  # noqa: F401 (re-exported)
 from rrpo.data.spans import Span, check_spans
 from rrpo.errors import RecordError, RRPOError
-
-ANSWER_TYPES = ("mcq", "yesno", "open")
-LETTERS = string.ascii_uppercase
 
 # How many problems an aggregated error spells out before summarising the rest.
 _MAX_LISTED = 30
@@ -285,43 +281,6 @@ class VideoQuestion:
                 f"{letter!r} disagrees with answer {q.answer!r} ({q.answer_letter})",
             )
         return q
-
-
-_LETTER_ONLY = re.compile(r"^\(?\s*([A-Za-z])\s*\)?\s*[.:]?$")
-_LETTER_PREFIX = re.compile(r"^\(?\s*([A-Za-z])\s*[).:]\s*(.+)$", re.DOTALL)
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).rstrip(".").casefold()
-
-
-def match_option(answer: str, options: Sequence[str]) -> int | None:
-    """Index of the option that `answer` names, or None.
-
-    Accepts a letter ("B", "(B)", "b."; a lone letter is always read as a letter), the
-    option text (whitespace, case and a trailing period ignored), or letter and text together
-    ("(B) the dog sits", "B. the dog sits") when both point at the same option. Options themselves
-    may carry a letter prefix ("(B) the dog sits").
-    """
-    ans = answer.strip()
-    m = _LETTER_ONLY.match(ans)
-    if m:
-        i = LETTERS.index(m.group(1).upper())
-        return i if i < len(options) else None
-    texts = [_norm(o) for o in options]
-    bare = [
-        _norm(p.group(2)) if (p := _LETTER_PREFIX.match(o.strip())) else t for o, t in zip(options, texts)
-    ]
-    target = _norm(ans)
-    for candidates in (texts, bare):
-        if target in candidates:
-            return candidates.index(target)
-    p = _LETTER_PREFIX.match(ans)
-    if p:
-        i = LETTERS.index(p.group(1).upper())
-        if i < len(options) and _norm(p.group(2)) in (texts[i], bare[i]):
-            return i
-    return None
 
 
 # ----------------------------------------------------------------------------- files

@@ -25,8 +25,8 @@ def _judge_from(args: argparse.Namespace, default_cache: Path):
     """An LLM judge callable(question, answer, prediction) -> bool | None, or None without --judge-url."""
     if not args.judge_url:
         return None
-    from rrpo.selfalign.judge import make_benchmark_judge
-    from rrpo.selfalign.llm import LLMClient
+    from rrpo.llm.client import LLMClient
+    from rrpo.llm.judge import make_benchmark_judge
 
     llm = LLMClient(
         args.judge_url,

@@ -21,9 +21,10 @@ from rrpo.errors import RRPOError, VideoError
 
 def _examples(path: Path) -> list[dict[str, Any]]:
     """(id, video, prompt, response) from pairs JSONL or questions JSONL (told apart by their keys)."""
+    from rrpo.data.answers import reference_answer
     from rrpo.data.jsonl import read_jsonl
+    from rrpo.data.prompts import question_prompt
     from rrpo.data.record import PreferencePair, VideoQuestion
-    from rrpo.selfalign.pipeline import question_prompt, reference_answer
 
     records = read_jsonl(path)
     if not records:

@@ -2,8 +2,8 @@
 
 Two kinds of functions live here:
 
-* General, robust extractors shared with the self-alignment judge (`rrpo.selfalign.judge`):
-  `mcq_letter(prediction, options)` and `yes_no(prediction)`. They return None rather than guess.
+* The general, robust extractors `mcq_letter(prediction, options)` and `yes_no(prediction)`, defined in
+  `rrpo.data.answers` (shared with the self-alignment judge) and re-exported here.
 * Each benchmark's *official* rule, and the rule the RRPO paper's evaluation scripts used
   (github.com/pritamqu/RRPO, `eval/`), as separate small functions, so a score can be reproduced
   exactly. docs/scoring.md lists where the two differ.
@@ -14,112 +14,9 @@ Option letters are upper-case "A", "B", ...; option i (0-based) has letter chr(o
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-# ---------------------------------------------------------------------------------------------
-# General extractors (public contract: the judge imports these).
-# ---------------------------------------------------------------------------------------------
-
-# "A", "(A)", "A.", "A)", "[A]", "A:" -- the whole reply is a letter, maybe bracketed/punctuated.
-_BARE = re.compile(r"^[\(\[]?([A-Z])[\)\]]?[.:)]?$")
-# A reply that opens with a labelled option: "B. text", "B) text", "(B) text", "[B] text", "B: text".
-_LEADING = re.compile(r"^(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z])[.):])(?:\s|$)")
-# "The answer is B", "The correct option is (C).", "Answer: B", "Best option: (B)", "answer is: [D]".
-_PHRASE = re.compile(
-    r"(?i:\b(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|should\s+be))?\s*:?\s*)"
-    r"[\(\[]?([A-Z])\b[\)\]]?(?![\w'])"
-)
-# A parenthesised letter anywhere, e.g. "I think (B) fits best".
-_PAREN_ANY = re.compile(r"\(([A-Z])\)")
-# An option text given with its label, e.g. Video-MME's "A. a red car".
-_LABELLED_OPTION = re.compile(r"^\s*(?:\([A-Z]\)|\[[A-Z]\]|[A-Z][.:)])\s+")
-
-
-def _norm_text(text: str) -> str:
-    """Lower-case, collapse whitespace and drop surrounding punctuation/quotes for text comparison."""
-    return " ".join(text.lower().split()).strip(" .!?,;:\"'`*")
-
-
-def option_text(option: str) -> str:
-    """An option without a leading label: "A. a red car" -> "a red car"; "a red car" unchanged."""
-    return _LABELLED_OPTION.sub("", option, count=1) if _LABELLED_OPTION.match(option) else option
-
-
-def mcq_letter(prediction: str, options: Sequence[str]) -> str | None:
-    """The option letter a free-text reply chooses, or None when it cannot be told.
-
-    Accepted, in this order (first rule that applies wins):
-    1. the whole reply is a letter: "B", "(B)", "B.", "B)", "[B]";
-    2. the reply opens with a labelled option: "B. a dog", "(B) a dog", "B) a dog";
-    3. an answer phrase: "The answer is B", "The correct option is (B).", "Answer: B";
-    4. the reply is (or opens with) exactly one option's text, case and punctuation ignored;
-    5. exactly one distinct parenthesised letter "(B)" appears anywhere.
-    A reply naming two different parenthesised letters ("(A) or (B)") is None.
-    Letters must be upper-case (a lower-case "a" is an article, not an answer) and name one of
-    `options` (any A-Z when `options` is empty). Options may be given with or without a label
-    ("A. a dog" or "a dog").
-
-    Args:
-        prediction: the model's reply.
-        options: the option texts, in letter order.
-    Returns:
-        "A".."Z", or None if no rule decides (the caller may then ask an LLM judge).
-    """
-    text = prediction.strip().strip("*`\"' ")
-    if not text:
-        return None
-    valid = LETTERS[: len(options)] if options else LETTERS
-
-    def ok(letter: str | None) -> str | None:
-        return letter if letter and letter in valid else None
-
-    m = _BARE.match(text)
-    if m:
-        return ok(m.group(1))
-    if len(set(_PAREN_ANY.findall(text))) > 1:
-        return None  # "(A) or (B)": hedged between options
-    m = _LEADING.match(text)
-    if m:
-        return ok(next(g for g in m.groups() if g))
-    m = _PHRASE.search(text)
-    if m:
-        return ok(m.group(1))
-    if options:
-        norm = _norm_text(text)
-        texts = [_norm_text(option_text(o)) for o in options]
-        exact = [i for i, t in enumerate(texts) if t and t == norm]
-        if len(exact) == 1:
-            return LETTERS[exact[0]]
-        # Longest-first so an option that is a prefix of another ("red" / "red car") does not win.
-        opening = [i for i, t in enumerate(texts) if t and re.match(re.escape(t) + r"\b", norm)]
-        if len(opening) == 1:
-            return LETTERS[opening[0]]
-    found = set(_PAREN_ANY.findall(text))
-    if len(found) == 1:
-        return ok(found.pop())
-    return None
-
-
-_YES_NO_START = re.compile(r"^(yes|no)\b")
-_YES_NO_PHRASE = re.compile(r"\banswer(?:\s+is)?\s*:?\s*[\"'*]*(yes|no)\b")
-
-
-def yes_no(prediction: str) -> str | None:
-    """Return "yes", "no", or None for a reply to a yes/no question.
-
-    Decides when the reply starts with the word yes/no ("Yes.", "no, the man is walking"), after
-    any leading quotes/markdown, or states "the answer is yes" / "Answer: no". Anything else
-    ("Not sure", "There is a dog") is None: the caller decides whether to ask a judge.
-    """
-    text = prediction.strip().lower().lstrip("*`\"'([ ")
-    m = _YES_NO_START.match(text)
-    if m:
-        return m.group(1)
-    m = _YES_NO_PHRASE.search(text)
-    return m.group(1) if m else None
-
+# The general extractors live in rrpo.data.answers (shared with the self-alignment judge); re-exported.
+from rrpo.data.answers import LETTERS, mcq_letter, option_text, yes_no  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark-specific official rules.

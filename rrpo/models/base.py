@@ -64,7 +64,8 @@ class VideoLMAdapter:
         model_types: `config.model_type` values that map to this family.
         model_class: name of the transformers class (`transformers.<name>`), loaded with `from_pretrained`.
         trust_remote_code: load model and processor with the checkpoint's own code (LongVU, VideoChat2);
-            such a family overrides `language_model`, `lm_head` and `inner_forward` for its custom class.
+            such a family overrides the three structure hooks `inner`, `language_model` and `lm_head` for its
+            custom class (the packed pair forward reaches the model only through them).
         default_frame_size: a fixed (h, w) frames are resized to when neither the caller nor
             `rrpo_family.json` says otherwise; None (every real family) keeps the native aspect ratio and
             lets the checkpoint's processor size the frames, as its authors' pipeline does.
@@ -108,6 +109,10 @@ class VideoLMAdapter:
         """The transformers model (LoRA layers injected in place when wrapped by peft)."""
         return unwrap_peft(self.model)
 
+    # The three structure hooks a remote-code or ported family overrides. `pair_forward` calls `inner`
+    # with input_ids, the family's video tensors, a 4D float attention_mask, position_ids and
+    # use_cache=False, and reads `.last_hidden_state`; it scores with `lm_head.weight`; LoRA and the
+    # frozen-vision check go by `language_model`'s parameter names.
     @property
     def inner(self):
         """The multimodal base model (`*Model`) below the LM head: vision tower + projector + LM."""

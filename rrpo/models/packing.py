@@ -156,8 +156,15 @@ def _pad_to(rows: list[torch.Tensor], width: int, value: int) -> torch.Tensor:
     return out
 
 
-def collate_pairs(vlm: VideoLMAdapter, pairs: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
-    """Batch encoded pairs. All entries are tensors (right-padded rows); keys:
+LAYOUTS = ("packed", "plain", "both")
+
+
+def collate_pairs(
+    vlm: VideoLMAdapter, pairs: Sequence[EncodedPair], layout: str = "both"
+) -> dict[str, torch.Tensor]:
+    """Batch encoded pairs for `pair_forward(packed=True)` (`layout="packed"`, what training uses), for
+    the plain baseline (`"plain"`), or both (the default, for comparisons). All entries are tensors
+    (right-padded rows); keys:
 
     packed_input_ids [B, Lpk], packed_position_ids ([B, Lpk], or [3, B, Lpk] for mrope): the packed rows;
     chosen_input_ids / rejected_input_ids [B, L], chosen_attention_mask / rejected_attention_mask:
@@ -169,6 +176,9 @@ def collate_pairs(vlm: VideoLMAdapter, pairs: Sequence[EncodedPair]) -> dict[str
     """
     if not pairs:
         raise RRPOError("collate_pairs: empty batch")
+    if layout not in LAYOUTS:
+        raise RRPOError(f"collate_pairs: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    packed, plain = layout in ("packed", "both"), layout in ("plain", "both")
     tok = vlm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     batch: dict[str, torch.Tensor] = {}
@@ -178,10 +188,11 @@ def collate_pairs(vlm: VideoLMAdapter, pairs: Sequence[EncodedPair]) -> dict[str
     batch["prefix_lengths"] = torch.tensor([x.numel() for x in prefixes])
     batch["chosen_lengths"] = torch.tensor([x.numel() for x in chosen])
     batch["rejected_lengths"] = torch.tensor([x.numel() for x in rejected])
-    batch["packed_input_ids"] = _pad_rows(
-        [torch.cat([p, c, r]) for p, c, r in zip(prefixes, chosen, rejected)], pad
-    )
-    for side, resp in (("chosen", chosen), ("rejected", rejected)):
+    if packed:
+        batch["packed_input_ids"] = _pad_rows(
+            [torch.cat([p, c, r]) for p, c, r in zip(prefixes, chosen, rejected)], pad
+        )
+    for side, resp in (("chosen", chosen), ("rejected", rejected)) if plain else ():
         rows = [torch.cat([p, r]) for p, r in zip(prefixes, resp)]
         batch[f"{side}_input_ids"] = _pad_rows(rows, pad)
         batch[f"{side}_attention_mask"] = _pad_rows([torch.ones_like(r) for r in rows], 0)
@@ -194,18 +205,20 @@ def collate_pairs(vlm: VideoLMAdapter, pairs: Sequence[EncodedPair]) -> dict[str
     if "mm_token_type_ids" in pairs[0].mm:
         types = [p.mm["mm_token_type_ids"] for p in pairs]
         z = torch.zeros
-        batch["packed_mm_token_type_ids"] = _pad_rows(
-            [
-                torch.cat([t, z(c.numel() + r.numel(), dtype=t.dtype)])
-                for t, c, r in zip(types, chosen, rejected)
-            ],
-            0,
-        )
-        for side, resp in (("chosen", chosen), ("rejected", rejected)):
+        if packed:
+            batch["packed_mm_token_type_ids"] = _pad_rows(
+                [
+                    torch.cat([t, z(c.numel() + r.numel(), dtype=t.dtype)])
+                    for t, c, r in zip(types, chosen, rejected)
+                ],
+                0,
+            )
+        for side, resp in (("chosen", chosen), ("rejected", rejected)) if plain else ():
             batch[f"{side}_mm_token_type_ids"] = _pad_rows(
                 [torch.cat([t, z(r.numel(), dtype=t.dtype)]) for t, r in zip(types, resp)], 0
             )
-    batch["packed_position_ids"] = packed_position_ids(vlm, pairs, batch["packed_input_ids"].shape[1])
+    if packed:
+        batch["packed_position_ids"] = packed_position_ids(vlm, pairs, batch["packed_input_ids"].shape[1])
     batch.update(vlm.collate_mm([p.mm for p in pairs]))
     return batch
 
@@ -366,7 +379,16 @@ def pair_forward(
     from rrpo.losses import fused_token_logps_and_kl
 
     peft_model, hf = _unwrap(model)
-    inner, weight = hf.model, hf.lm_head.weight
+    if hf is not vlm.hf_model:
+        raise RRPOError("pair_forward: `model` must be the adapter's own model (vlm.model), possibly wrapped")
+    # Only through the adapter's structure hooks, so a ported or remote-code family overrides them once.
+    inner, weight = vlm.inner, vlm.lm_head.weight
+    needed = "packed_input_ids" if packed else "chosen_input_ids"
+    if needed not in batch:
+        raise RRPOError(
+            f"pair_forward(packed={packed}): the batch has no {needed}; collate it with "
+            f"layout={'packed' if packed else 'plain'!r} (or 'both')"
+        )
     dev, dtype = weight.device, weight.dtype
     b = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
     mm = vlm.model_mm_kwargs({k: b[k] for k in vlm.mm_keys() if k in b})

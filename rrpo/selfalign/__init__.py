@@ -6,9 +6,9 @@ of the key differing concepts, the input of the RRPO loss). Importing this packa
 `openai` client is imported only when an `LLMClient` is made.
 """
 
+from rrpo.llm.client import LLMClient, LLMError
 from rrpo.selfalign.differ import Diff, DiffReject, diff_answers, llm_diff, rule_diff
 from rrpo.selfalign.judge import Verdict, judge_answer
-from rrpo.selfalign.llm import LLMClient, LLMError
 
 __all__ = [
     "Diff",

@@ -105,7 +105,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.judge == "llm":
         if not args.judge_url:
             raise RRPOError("--judge llm needs --judge-url (any OpenAI-compatible endpoint)")
-        from rrpo.selfalign.llm import LLMClient
+        from rrpo.llm.client import LLMClient
 
         cache = args.judge_cache or str(Path(args.out).parent / "judge_cache")
         llm = LLMClient(args.judge_url, args.judge_model, api_key_env=args.judge_api_key_env, cache_dir=cache)

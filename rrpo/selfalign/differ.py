@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from rrpo.errors import RRPOError
 
 if TYPE_CHECKING:
-    from rrpo.selfalign.llm import LLMClient
+    from rrpo.llm.client import LLMClient
 
 Span = tuple[int, int]
 
@@ -111,11 +111,11 @@ def diff_answers(
     return Diff(diff.chosen_spans, diff.rejected_spans, "rule-word-fallback")
 
 
-def _answer_type(answer_type: str) -> str:
-    kind = str(answer_type).strip().lower()
-    if kind not in ("mcq", "yesno", "open", "short"):
-        raise RRPOError(f"unknown answer_type {answer_type!r}; expected mcq, yesno, open or short")
-    return kind
+def _answer_type(value: str) -> str:
+    """ "mcq", "yesno" or "open" ("short" and "yes_no" read as the types they name)."""
+    from rrpo.data.answers import answer_type
+
+    return answer_type(value).value
 
 
 # -- rule diffs ---------------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def rule_diff(chosen: str, rejected: str, *, answer_type: str, options: Sequence
       texts in letter order) lets verbose replies ("The answer is (A) ...") be read.
     * yesno: the first "yes" / "no" word of each (case-insensitive, anywhere in a sentence); both
       saying the same raises DiffReject.
-    * open / short: word-level alignment (`word_diff`).
+    * open (or "short"): word-level alignment (`word_diff`).
     Identical responses raise DiffReject("no difference").
     """
     kind = _answer_type(answer_type)
@@ -256,12 +256,12 @@ class _Letter:
 def _find_letter(text: str, options: Sequence[str]) -> _Letter | None:
     """Where the chosen option letter is written in `text`, or None.
 
-    Which letter a reply chooses is decided by the shared extractor `rrpo.eval.extract.mcq_letter`;
+    Which letter a reply chooses is decided by the shared extractor `rrpo.data.answers.mcq_letter`;
     here we only locate it: a bare letter, a leading label "(B) ...", "B. ...", a bracketed "(B)"
     anywhere, or after "answer/option/choice (is)". A reply that names its option by text only has
     no letter to mark.
     """
-    from rrpo.eval.extract import mcq_letter
+    from rrpo.data.answers import mcq_letter
 
     letter = mcq_letter(text, options)
     if letter is None:
@@ -285,7 +285,7 @@ def _find_letter(text: str, options: Sequence[str]) -> _Letter | None:
 
 def _option_region(text: str, found: _Letter, options: Sequence[str]) -> Span | None:
     """The part of `text` that holds the chosen option's text, or None when there is none to diff."""
-    from rrpo.eval.extract import LETTERS, option_text
+    from rrpo.data.answers import LETTERS, option_text
 
     if found.label_end is not None:
         return (found.label_end, len(text)) if text[found.label_end :].strip() else None

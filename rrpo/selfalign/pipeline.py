@@ -26,50 +26,17 @@ from typing import Any
 
 import numpy as np
 
+from rrpo.data.answers import canonical_wrong_answer, reference_answer
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
-from rrpo.data.record import LETTERS, PreferencePair, VideoQuestion
+from rrpo.data.prompts import question_prompt
+from rrpo.data.record import PreferencePair, VideoQuestion
 from rrpo.errors import RRPOError, VideoError
+from rrpo.llm.client import LLMError
 from rrpo.selfalign.differ import DiffReject, diff_answers
 from rrpo.selfalign.judge import judge_answer
-from rrpo.selfalign.llm import LLMError
 
 # A generator answers a batch of (frames [T,H,W,3] uint8, prompt) greedily.
 Generator = Callable[[list[tuple[np.ndarray, str]]], list[str]]
-
-
-def question_prompt(q: VideoQuestion) -> str:
-    """The text the model is asked for a question: the same wording the evaluation uses (MVBench/TVBench's
-    "Question/Options/(A)..." template for multiple choice, VideoHallucer's instruction for yes/no), so
-    pairs made here train the model on the prompts it is measured with."""
-    from rrpo.eval.benchmarks.base import mcq_prompt_parenthesised
-    from rrpo.eval.benchmarks.mvbench import INSTRUCTION as MCQ_INSTRUCTION
-    from rrpo.eval.benchmarks.videohallucer import INSTRUCTION as YESNO_INSTRUCTION
-
-    if q.answer_type == "mcq":
-        return mcq_prompt_parenthesised(q.question, q.options or [], MCQ_INSTRUCTION)
-    if q.answer_type == "yesno":
-        return q.question + YESNO_INSTRUCTION
-    return q.question
-
-
-def reference_answer(q: VideoQuestion) -> str:
-    """The preferred response: "(B) a red circle" for mcq, "Yes"/"No" for yes/no, the answer for open."""
-    if q.answer_type == "mcq":
-        return f"({q.answer_letter}) {q.answer}"
-    if q.answer_type == "yesno":
-        return q.answer.capitalize()
-    return q.answer
-
-
-def canonical_wrong_answer(q: VideoQuestion, extracted: str | None, prediction: str) -> str:
-    """The non-preferred response in the preferred response's format, so the pair differs in the concept
-    and not in style: "(A) a blue square" for an mcq answered "A", "No" for a yes/no answered "no.";
-    open answers are kept verbatim."""
-    if q.answer_type == "mcq" and extracted:
-        return f"({extracted}) {q.options[LETTERS.index(extracted)]}"
-    if q.answer_type == "yesno" and extracted:
-        return extracted.capitalize()
-    return prediction.strip()
 
 
 def shard_of(record_id: str, num_shards: int) -> int:

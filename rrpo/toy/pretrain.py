@@ -11,7 +11,7 @@ mistakes, train on preference pairs) has mistakes to learn from. This module bui
   frame count).
 - `pretrain_examples`: every turn of `pretrain.jsonl` becomes one single-turn example with exactly the
   prompt and answer format the evaluation and the self-alignment pipeline use
-  (`rrpo.selfalign.pipeline.question_prompt` / `reference_answer`): "(B) left" for multiple choice,
+  (`rrpo.data.prompts.question_prompt` / `rrpo.data.answers.reference_answer`): "(B) left" for multiple choice,
   "Yes" / "No" for yes/no, plus the dense caption turn (`world.CAPTION_PROMPT`), which is what makes
   a tiny model look at the video at all (QA-only training learned only the text prior).
 - `pretrain`: plain-torch full fine-tuning (AdamW, float32, loss on answer tokens only) over
@@ -102,7 +102,8 @@ class ModelSpec:
 def _tokenizer_corpus() -> list[str]:
     """Every word the toy world and the evaluation prompts use, for the BPE trainer: question and
     answer templates of a few sampled scenes plus the fixed prompts."""
-    from rrpo.selfalign.pipeline import question_prompt, reference_answer
+    from rrpo.data.answers import reference_answer
+    from rrpo.data.prompts import question_prompt
     from rrpo.toy.world import (
         CAPTION_PROMPT,
         DESCRIBE_PROMPT,
@@ -286,7 +287,8 @@ def question_from_turn(turn: dict[str, Any], where: str):
 
 def turn_example(clip: int, turn: dict[str, Any], where: str) -> Example:
     """The training example of one turn, in the evaluation's prompt / answer format."""
-    from rrpo.selfalign.pipeline import question_prompt, reference_answer
+    from rrpo.data.answers import reference_answer
+    from rrpo.data.prompts import question_prompt
 
     q = question_from_turn(turn, where)
     decisive = {"mcq": 1, "yesno": 0}.get(q.answer_type)
@@ -1048,8 +1050,9 @@ def benchmark_videos(data_dir: Path) -> list[str]:
 def pool_examples(data_dir: Path, video_index: dict[str, int]) -> list[Example]:
     """The mcq and yes/no questions of the self-alignment pool (train.jsonl) as examples keyed by
     their record id (the perturbation key the pipeline uses)."""
+    from rrpo.data.answers import reference_answer
+    from rrpo.data.prompts import question_prompt
     from rrpo.data.record import VideoQuestion
-    from rrpo.selfalign.pipeline import question_prompt, reference_answer
 
     out = []
     path = data_dir / "train.jsonl"

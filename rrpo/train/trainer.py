@@ -303,7 +303,7 @@ def train(cfg: RRPOConfig) -> dict[str, Any]:
         model=model,
         args=cfg,
         train_dataset=PairDataset(usable, vlm, video_root, cfg, ledger),
-        data_collator=lambda features: collate_pairs(vlm, features),
+        data_collator=lambda features: collate_pairs(vlm, features, layout="packed"),
         callbacks=[MetricsFileCallback(metrics_path)],
         vlm=vlm,
     )

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rrpo.data.prompts import mcq_prompt_parenthesised  # noqa: F401 (the benchmarks import it from here)
 from rrpo.errors import RecordError, RRPOError
 
 SCORING_MODES = ("official", "paper")
@@ -290,13 +291,6 @@ class Tally:
             "notes": notes,
             "verdicts": self.verdicts,
         }
-
-
-def mcq_prompt_parenthesised(question: str, options: Sequence[str], instruction: str) -> str:
-    """MVBench/TVBench/MLVU `qa_template`: "Question: q\\nOptions:\\n(A) a\\n(B) b" + instruction."""
-    lines = [f"Question: {question}", "Options:"]
-    lines += [f"({chr(ord('A') + i)}) {c}" for i, c in enumerate(options)]
-    return "\n".join(lines) + instruction
 
 
 # The VideoChat2 evaluation recipe MVBench, TVBench and MLVU publish: a system prompt, and the

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rrpo.data.prompts import MCQ_INSTRUCTION
 from rrpo.errors import RecordError
 from rrpo.eval.benchmarks.base import (
     VIDEOCHAT2_ANSWER_PREFIX,
@@ -40,7 +41,7 @@ from rrpo.eval.benchmarks.base import (
 )
 from rrpo.eval.extract import mcq_letter, mvbench_correct, paper_letter
 
-INSTRUCTION = "\nOnly give the best option."
+INSTRUCTION = MCQ_INSTRUCTION
 
 
 def load_candidate_files(annotations: Path, instruction: str) -> list[EvalItem]:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rrpo.data.prompts import YESNO_INSTRUCTION
 from rrpo.errors import RecordError
 from rrpo.eval.benchmarks.base import (
     Benchmark,
@@ -33,7 +34,7 @@ from rrpo.eval.benchmarks.base import (
 )
 from rrpo.eval.extract import videohallucer_hit
 
-INSTRUCTION = "\nAnswer the question using 'yes' or 'no'."
+INSTRUCTION = YESNO_INSTRUCTION
 SIDES = ("basic", "hallucination")
 
 
