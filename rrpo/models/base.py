@@ -378,11 +378,10 @@ def check_frames(frames: np.ndarray, *, where: str = "frames") -> np.ndarray:
 
 
 def is_peft_model(model) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(model, PeftModel)
+    """A peft model (accelerate's check: also sees through DDP / DeepSpeed / compile wrappers)."""
+    from accelerate.utils import is_peft_model as _accelerate_is_peft_model
+
+    return _accelerate_is_peft_model(model)
 
 
 def unwrap_peft(model):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from rrpo.data.spans import fill_offset_gaps, span_ids_from_offsets
+from rrpo.data.spans import token_span_ids
 from rrpo.errors import RRPOError
 from rrpo.models.base import (
     EncodedPair,
@@ -90,11 +90,10 @@ def encode_response(
     a processor's offsets refer to the text after the video placeholder is expanded.
     """
     spans = _check_spans(spans, text, f"{field}_spans")
-    enc = vlm.tokenizer(text + vlm.turn_end, add_special_tokens=False, return_offsets_mapping=True)
-    ids = torch.tensor(enc["input_ids"], dtype=torch.long)
-    # Tokenizers that trim spaces out of offsets (GPT-2 style) would leave a span's space tokens at id 0.
-    offsets = fill_offset_gaps(enc["offset_mapping"])
-    span_ids = torch.tensor(span_ids_from_offsets(offsets, spans), dtype=torch.long)
+    # The spans lie in `text`, so they mark the same characters of `text + turn_end`.
+    input_ids, token_spans = token_span_ids(vlm.tokenizer, text + vlm.turn_end, spans)
+    ids = torch.tensor(input_ids, dtype=torch.long)
+    span_ids = torch.tensor(token_spans, dtype=torch.long)
     if spans and not bool((span_ids > 0).any()):
         raise RRPOError(f"{field}: no token overlaps the spans {spans}")
     return ids, span_ids
