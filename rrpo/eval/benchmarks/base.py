@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rrpo.data.prompts import mcq_prompt_parenthesised  # noqa: F401 (the benchmarks import it from here)
 from rrpo.errors import RecordError, RRPOError
@@ -67,14 +67,31 @@ class EvalItem:
         return asdict(self)
 
 
+# What a benchmark's extraction rule makes of one reply: (what was read, e.g. "B" or None; correct:
+# True / False, or None when the rule leaves the item out; status: "" or "excluded" / "undecided" /
+# "judged").
+Reading = tuple["str | None", "bool | None", str]
+
+
 class Benchmark:
-    """Interface: `load(annotations) -> items` and `score(items, predictions, ...) -> dict`."""
+    """One scoring template; a benchmark module gives its loader, prompt and extraction rule.
+
+    `load(annotations) -> items`; `read(item, prediction, scoring, judge)`: the benchmark's rule for one
+    reply; `summarise(tally)`: its headline numbers (default: accuracy overall and per `group_by`).
+    `score(items, predictions, ...)` runs them (the same for every benchmark): check the mode, record
+    missing predictions, read every reply, summarise.
+    """
 
     name: str = ""
     description: str = ""
+    # group name -> key of an item (None: not in the group); the default summary's breakdowns.
+    group_by: ClassVar[dict[str, Callable[[EvalItem], str | None]]] = {"task": lambda i: i.task}
 
     def load(self, annotations: Path) -> list[EvalItem]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def read(self, item: EvalItem, prediction: str, scoring: str, judge: Judge | None) -> Reading:
+        raise NotImplementedError  # pragma: no cover - interface
 
     def score(
         self,
@@ -83,8 +100,21 @@ class Benchmark:
         *,
         scoring: str = "official",
         judge: Judge | None = None,
-    ) -> dict[str, Any]:  # pragma: no cover - interface
-        raise NotImplementedError
+    ) -> dict[str, Any]:
+        check_scoring(scoring)
+        tally = Tally(self.name, scoring, items, predictions)
+        for item, prediction in tally.answered():
+            extracted, correct, status = self.read(item, prediction, scoring, judge)
+            if status == "judged":
+                tally.judged += 1
+            tally.verdict(item, extracted, correct, status=status)
+        return self.summarise(tally)
+
+    def summarise(self, tally: Tally) -> dict[str, Any]:
+        groups = {name: tally.group(key) for name, key in self.group_by.items()}
+        correct, total = tally.overall()
+        metrics = {f"{g}/{k}": v["accuracy"] for g, group in groups.items() for k, v in group.items()}
+        return tally.result("accuracy", {"accuracy": pct(correct, total)}, metrics, groups)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,21 +14,17 @@ Accuracy overall (headline), per duration group and per question category.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from rrpo.errors import RecordError
 from rrpo.eval.benchmarks.base import (
     Benchmark,
     EvalItem,
     Judge,
-    Tally,
-    check_scoring,
+    Reading,
     json_files,
     need,
     need_list,
-    pct,
     read_json,
     unique_ids,
 )
@@ -84,27 +80,13 @@ class LongVideoBench(Benchmark):
         unique_ids(items)
         return items
 
-    def score(
-        self,
-        items: Sequence[EvalItem],
-        predictions: Mapping[str, str],
-        *,
-        scoring: str = "official",
-        judge: Judge | None = None,
-    ) -> dict[str, Any]:
-        check_scoring(scoring)
-        tally = Tally(self.name, scoring, items, predictions)
-        for item, pred in tally.answered():
-            if scoring == "paper":
-                letter = paper_letter(pred)
-            else:
-                letter = first_letter(pred, LETTERS[: len(item.options)])
-            tally.verdict(item, letter, letter == item.answer)
-        durations = tally.group(lambda i: i.duration)
-        tasks = tally.group(lambda i: i.task)
-        correct, total = tally.overall()
-        metrics = {f"duration/{k}": v["accuracy"] for k, v in durations.items()}
-        metrics.update({f"task/{k}": v["accuracy"] for k, v in tasks.items()})
-        return tally.result(
-            "accuracy", {"accuracy": pct(correct, total)}, metrics, {"duration": durations, "task": tasks}
-        )
+    group_by = {"duration": lambda i: i.duration, "task": lambda i: i.task}
+
+    def read(self, item: EvalItem, prediction: str, scoring: str, judge: Judge | None) -> Reading:
+        if scoring == "paper":
+            letter = paper_letter(prediction)
+        else:
+            letter = first_letter(prediction, LETTERS[: len(item.options)])
+        return letter, letter == item.answer, ""
+
+

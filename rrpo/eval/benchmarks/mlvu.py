@@ -14,11 +14,10 @@ regex. Headline M-Avg: the unweighted mean of the task accuracies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rrpo.eval.benchmarks.base import Benchmark, EvalItem, Judge, Tally, check_scoring, pct
+from rrpo.eval.benchmarks.base import Benchmark, EvalItem, Judge, Reading, Tally, pct
 from rrpo.eval.benchmarks.mvbench import load_candidate_files
 from rrpo.eval.extract import LETTERS, mlvu_letter, paper_letter
 
@@ -39,26 +38,20 @@ class MLVU(Benchmark):
             item.extra["system"] = MLVU_SYSTEM
         return items
 
-    def score(
-        self,
-        items: Sequence[EvalItem],
-        predictions: Mapping[str, str],
-        *,
-        scoring: str = "official",
-        judge: Judge | None = None,
-    ) -> dict[str, Any]:
-        check_scoring(scoring)
-        tally = Tally(self.name, scoring, items, predictions)
-        for item, pred in tally.answered():
-            if scoring == "paper":
-                letter = paper_letter(pred)
-            else:
-                read = mlvu_letter(pred)
-                letter = read if len(read) == 1 and read in LETTERS else None
-            tally.verdict(item, letter, letter == item.answer)
+    def read(self, item: EvalItem, prediction: str, scoring: str, judge: Judge | None) -> Reading:
+        if scoring == "paper":
+            letter = paper_letter(prediction)
+        else:
+            read = mlvu_letter(prediction)
+            letter = read if len(read) == 1 and read in LETTERS else None
+        return letter, letter == item.answer, ""
+
+    def summarise(self, tally: Tally) -> dict[str, Any]:
         tasks = tally.group(lambda i: i.task)
         m_avg = sum(t["accuracy"] for t in tasks.values()) / len(tasks) if tasks else 0.0
         correct, total = tally.overall()
         metrics = {"accuracy": pct(correct, total), **{f"task/{k}": v["accuracy"] for k, v in tasks.items()}}
         tally.notes.append(f"M-Avg = unweighted mean over {len(tasks)} task(s)")
         return tally.result("m_avg", {"m_avg": m_avg}, metrics, {"task": tasks})
+
+

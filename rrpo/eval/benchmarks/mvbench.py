@@ -15,7 +15,6 @@ over all questions ("Avg" in both scripts), with per-task accuracy alongside.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,13 @@ from rrpo.eval.benchmarks.base import (
     Benchmark,
     EvalItem,
     Judge,
-    Tally,
-    check_scoring,
+    Reading,
     json_files,
     letter_of,
     mcq_prompt_parenthesised,
     need,
     need_list,
     optional_seconds,
-    pct,
     read_json,
     unique_ids,
 )
@@ -91,29 +88,14 @@ class MVBench(Benchmark):
     def load(self, annotations: Path) -> list[EvalItem]:
         return load_candidate_files(annotations, INSTRUCTION)
 
-    def score(
-        self,
-        items: Sequence[EvalItem],
-        predictions: Mapping[str, str],
-        *,
-        scoring: str = "official",
-        judge: Judge | None = None,
-    ) -> dict[str, Any]:
-        check_scoring(scoring)
-        tally = Tally(self.name, scoring, items, predictions)
-        for item, pred in tally.answered():
-            if scoring == "paper":
-                letter = paper_letter(pred)
-                tally.verdict(item, letter, letter == item.answer)
-            else:
-                ok = mvbench_correct(pred, item.answer)
-                # The official rule decides by itself; `extracted` is the gold letter when it
-                # accepted the reply, else the generic reading of the reply (for inspection).
-                tally.verdict(item, item.answer if ok else mcq_letter(pred, item.options), ok)
-        tasks = tally.group(lambda i: i.task)
-        correct, total = tally.overall()
-        metrics = {f"task/{k}": v["accuracy"] for k, v in tasks.items()}
-        return tally.result("accuracy", {"accuracy": pct(correct, total)}, metrics, {"task": tasks})
+    def read(self, item: EvalItem, prediction: str, scoring: str, judge: Judge | None) -> Reading:
+        if scoring == "paper":
+            letter = paper_letter(prediction)
+            return letter, letter == item.answer, ""
+        ok = mvbench_correct(prediction, item.answer)
+        # The official rule decides by itself; `extracted` is the gold letter when it accepted the
+        # reply, else the generic reading of the reply (for inspection).
+        return (item.answer if ok else mcq_letter(prediction, item.options)), ok, ""
 
 
 class TVBench(MVBench):

@@ -20,7 +20,6 @@ dimension; headline "avg" = the mean of the task accuracies.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,8 @@ from rrpo.eval.benchmarks.base import (
     Benchmark,
     EvalItem,
     Judge,
+    Reading,
     Tally,
-    check_scoring,
     need,
     pct,
     read_json,
@@ -128,31 +127,20 @@ class TempCompass(Benchmark):
             extra={"answer_text": answer_text, "video_id": vid},
         )
 
-    def score(
-        self,
-        items: Sequence[EvalItem],
-        predictions: Mapping[str, str],
-        *,
-        scoring: str = "official",
-        judge: Judge | None = None,
-    ) -> dict[str, Any]:
-        check_scoring(scoring)
-        tally = Tally(self.name, scoring, items, predictions)
-        for item, pred in tally.answered():
-            if scoring == "paper":
-                pred = pred.replace("</s>", "").strip()  # the RRPO copy strips the reply first
-            gold = item.extra["answer_text"]
-            rule = tempcompass_mc_rating if item.kind == "mcq" else tempcompass_yn_rating
-            rating = rule(pred, gold)
-            if rating is not None:
-                tally.verdict(item, _said(pred, item), bool(rating))
-                continue
-            verdict = judge(item.question, gold, pred) if judge is not None else None
-            if verdict is None:
-                tally.verdict(item, None, False, status="undecided")
-            else:
-                tally.judged += 1
-                tally.verdict(item, "judge", bool(verdict), status="judged")
+    def read(self, item: EvalItem, prediction: str, scoring: str, judge: Judge | None) -> Reading:
+        if scoring == "paper":
+            prediction = prediction.replace("</s>", "").strip()  # the RRPO copy strips the reply first
+        gold = item.extra["answer_text"]
+        rule = tempcompass_mc_rating if item.kind == "mcq" else tempcompass_yn_rating
+        rating = rule(prediction, gold)
+        if rating is not None:
+            return _said(prediction, item), bool(rating), ""
+        verdict = judge(item.question, gold, prediction) if judge is not None else None
+        if verdict is None:
+            return None, False, "undecided"
+        return "judge", bool(verdict), "judged"
+
+    def summarise(self, tally: Tally) -> dict[str, Any]:
         tasks = tally.group(lambda i: i.task)
         groups: dict[str, Any] = {"task": tasks}
         metrics: dict[str, float] = {}

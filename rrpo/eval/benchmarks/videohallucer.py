@@ -14,7 +14,6 @@ the per-category numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from rrpo.eval.benchmarks.base import (
     Benchmark,
     EvalItem,
     Judge,
+    Reading,
     Tally,
-    check_scoring,
     json_files,
     need,
     pct,
@@ -76,27 +75,19 @@ class VideoHallucer(Benchmark):
         unique_ids(items)
         return items
 
-    def score(
-        self,
-        items: Sequence[EvalItem],
-        predictions: Mapping[str, str],
-        *,
-        scoring: str = "official",
-        judge: Judge | None = None,
-    ) -> dict[str, Any]:
-        check_scoring(scoring)  # the paper used the official cal_score: both modes agree
-        tally = Tally(self.name, scoring, items, predictions)
-        for item, pred in tally.answered():
-            hit = videohallucer_hit(pred, item.answer)
-            other = "no" if item.answer == "yes" else "yes"
-            # What the reply said, for the record: the gold word if present, else the other word.
-            said = item.answer if hit else (other if videohallucer_hit(pred, other) else None)
-            tally.verdict(item, said, hit)
+    def read(self, item: EvalItem, prediction: str, scoring: str, judge: Judge | None) -> Reading:
+        # The paper used the official cal_score: both modes agree.
+        hit = videohallucer_hit(prediction, item.answer)
+        other = "no" if item.answer == "yes" else "yes"
+        # What the reply said, for the record: the gold word if present, else the other word.
+        said = item.answer if hit else (other if videohallucer_hit(prediction, other) else None)
+        return said, hit, ""
 
+    def summarise(self, tally: Tally) -> dict[str, Any]:
         # pair -> category, and per-pair hits
         pairs: dict[str, dict[str, bool]] = {}
         category_of: dict[str, str] = {}
-        for item in items:
+        for item in tally.items:
             pair = item.extra["pair"]
             pairs.setdefault(pair, {})[item.extra["side"]] = tally.correct(item.id)
             category_of[pair] = item.category or ""
@@ -129,3 +120,5 @@ class VideoHallucer(Benchmark):
         }
         tally.notes.append(f"headline = mean over {n} categor{'y' if n == 1 else 'ies'} of pair accuracy")
         return tally.result("overall", summary, metrics, groups)
+
+

@@ -19,7 +19,7 @@ left out of the denominator (reported as `excluded`). Accuracy per duration and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ from rrpo.eval.benchmarks.base import (
     Benchmark,
     EvalItem,
     Judge,
+    Reading,
     Tally,
-    check_scoring,
     json_files,
     need,
     need_list,
@@ -103,26 +103,14 @@ class VideoMME(Benchmark):
             extra={"sub_category": _first(video, "sub_category", "video_subcategory")},
         )
 
-    def score(
-        self,
-        items: Sequence[EvalItem],
-        predictions: Mapping[str, str],
-        *,
-        scoring: str = "official",
-        judge: Judge | None = None,
-    ) -> dict[str, Any]:
-        check_scoring(scoring)
+    def read(self, item: EvalItem, prediction: str, scoring: str, judge: Judge | None) -> Reading:
         extract = videomme_letter_paper if scoring == "paper" else videomme_letter
-        tally = Tally(self.name, scoring, items, predictions)
-        for item in items:
-            if item.id not in predictions:
-                tally.missing(item)
-                continue
-            letter = extract(predictions[item.id])
-            if letter is None:
-                tally.verdict(item, None, None, status="excluded")
-            else:
-                tally.verdict(item, letter, letter == item.answer)
+        letter = extract(prediction)
+        if letter is None:
+            return None, None, "excluded"  # the official rule leaves it out of the denominator
+        return letter, letter == item.answer, ""
+
+    def summarise(self, tally: Tally) -> dict[str, Any]:
         durations = tally.group(lambda i: i.duration)
         correct, total = tally.overall()
         summary = {"overall": pct(correct, total)}
@@ -139,3 +127,5 @@ class VideoMME(Benchmark):
                 "denominator (official Video-MME rule)"
             )
         return tally.result("overall", summary, metrics, groups)
+
+
