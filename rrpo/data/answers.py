@@ -177,7 +177,8 @@ def match_option(answer: str, options: Sequence[str]) -> int | None:
         return i if i < len(options) else None
     texts = [_norm_option(o) for o in options]
     bare = [
-        _norm_option(p.group(2)) if (p := _LETTER_PREFIX.match(o.strip())) else t for o, t in zip(options, texts)
+        _norm_option(p.group(2)) if (p := _LETTER_PREFIX.match(o.strip())) else t
+        for o, t in zip(options, texts)
     ]
     target = _norm_option(ans)
     for candidates in (texts, bare):
@@ -207,7 +208,9 @@ def gold_mcq_letter(answer: object, options: Sequence[str], qid: object = None) 
     index = match_option(text, options) if options else None
     letter = LETTERS[index] if index is not None else mcq_letter(text, options)
     if letter is None:
-        raise RecordError(qid, "answer", f"answer {answer!r} is neither an option letter nor an option's text")
+        raise RecordError(
+            qid, "answer", f"answer {answer!r} is neither an option letter nor an option's text"
+        )
     return letter
 
 
