@@ -200,7 +200,7 @@ def gold_mcq_letter(answer: object, options: Sequence[str], qid: object = None) 
         raise RecordError(qid, "answer", f"multiple-choice answer must be a non-empty string, got {answer!r}")
     valid = LETTERS[: len(options)] if options else LETTERS
     text = answer.strip()
-    m = _GOLD_LETTER.fullmatch(text)
+    m = _BARE.match(text)
     if m:
         if m.group(1) not in valid:
             raise RecordError(qid, "answer", f"answer {answer!r} names no option (options are {valid})")
@@ -212,9 +212,6 @@ def gold_mcq_letter(answer: object, options: Sequence[str], qid: object = None) 
             qid, "answer", f"answer {answer!r} is neither an option letter nor an option's text"
         )
     return letter
-
-
-_GOLD_LETTER = re.compile(r"[\(\[]?([A-Z])[\)\]]?[.:)]?")
 
 
 # ----------------------------------------------------------------------------- verdicts, pair texts

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING
 
+from rrpo.data.answers import answer_type as answer_type_of
 from rrpo.errors import RRPOError
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def diff_answers(
     longer open answers use `llm_diff` when `llm` is given, and otherwise fall back to the word-level
     rule diff (method "rule-word-fallback"). Raises DiffReject, or LLMError when the LLM fails.
     """
-    kind = _answer_type(answer_type)
+    kind = answer_type_of(answer_type).value
     if kind in ("mcq", "yesno"):
         return rule_diff(chosen, rejected, answer_type=kind, options=options)
     if max(len(chosen.split()), len(rejected.split())) <= short_max_words:
@@ -109,13 +110,6 @@ def diff_answers(
         return llm_diff(chosen, rejected, llm)
     diff = rule_diff(chosen, rejected, answer_type=kind)
     return Diff(diff.chosen_spans, diff.rejected_spans, "rule-word-fallback")
-
-
-def _answer_type(value: str) -> str:
-    """ "mcq", "yesno" or "open" ("short" and "yes_no" read as the types they name)."""
-    from rrpo.data.answers import answer_type
-
-    return answer_type(value).value
 
 
 # -- rule diffs ---------------------------------------------------------------------------------------
@@ -130,7 +124,7 @@ def rule_diff(chosen: str, rejected: str, *, answer_type: str, options: Sequence
     * open (or "short"): word-level alignment (`word_diff`).
     Identical responses raise DiffReject("no difference").
     """
-    kind = _answer_type(answer_type)
+    kind = answer_type_of(answer_type).value
     _check_texts(chosen, rejected)
     if kind == "mcq":
         return _mcq_diff(chosen, rejected, list(options or []))

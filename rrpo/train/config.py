@@ -27,9 +27,6 @@ from rrpo.losses.registry import LOSS_SPECS, LOSS_TYPES, default_alpha, loss_spe
 from rrpo.models.loading import ATTN_IMPLEMENTATIONS, DTYPES, resolve_dtype
 from rrpo.models.options import TOKENS_16_FRAMES_16_9
 
-# Losses that train on the differing concepts and so need a span on both sides of every pair (with their
-# default options; RRPO's --no-fine-grained ablation needs none, see LossSpec.needs_spans).
-SPAN_LOSSES = tuple(name for name, spec in LOSS_SPECS.items() if spec.needs_spans())
 CONFIG_FILE = "rrpo_train_config.yaml"
 
 
@@ -201,11 +198,15 @@ class RRPOConfig(TrainingArguments):
             value = getattr(self, f.name)
             if number is None or value is None or bool in kinds:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
                 try:
-                    setattr(self, f.name, number(value) if isinstance(value, str) else _not_a_number())
-                except (TypeError, ValueError):
-                    raise RRPOError(f"{f.name}: expected a number, got {value!r}") from None
+                    setattr(self, f.name, number(value))
+                    continue
+                except ValueError:
+                    pass
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                continue
+            raise RRPOError(f"{f.name}: expected a number, got {value!r}")
 
     def _check_rrpo_fields(self) -> None:
         loss_spec(self.loss_type)  # unknown names fail here, listing the choices
@@ -254,13 +255,6 @@ class RRPOConfig(TrainingArguments):
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
 
-    @property
-    def needs_spans(self) -> bool:
-        """Whether this loss (with these options) trains on the differing spans."""
-        from rrpo.losses.registry import PreferenceLoss
-
-        return PreferenceLoss.from_config(self).needs_spans
-
     # ----------------------------------------------------------------------------- sources, file
 
     @classmethod
@@ -307,10 +301,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _not_a_number() -> Any:
-    raise TypeError("not a number")
 
 
 def _world_size() -> int:

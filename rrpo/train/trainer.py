@@ -179,11 +179,18 @@ class RRPOTrainer(Trainer):
     `args` is an `RRPOConfig`; the loss is built from it once (`PreferenceLoss.from_config`: the loss
     type and every option the registry maps to a config field) and applied to the model's outputs."""
 
-    def __init__(self, *args: Any, vlm: Any = None, rrpo_config: RRPOConfig | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        vlm: Any = None,
+        rrpo_config: RRPOConfig | None = None,
+        loss: PreferenceLoss | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.vlm = vlm
         self.rrpo_config = rrpo_config or self.args
-        self.loss_fn = PreferenceLoss.from_config(self.rrpo_config)
+        self.loss_fn = loss or PreferenceLoss.from_config(self.rrpo_config)
         self._stored: dict[str, list[float]] = defaultdict(list)
         # compute_loss returns a per-pair mean, so let the Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
@@ -306,6 +313,7 @@ def train(cfg: RRPOConfig) -> dict[str, Any]:
         data_collator=lambda features: collate_pairs(vlm, features, layout="packed"),
         callbacks=[MetricsFileCallback(metrics_path)],
         vlm=vlm,
+        loss=loss,
     )
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume_from)
