@@ -76,14 +76,29 @@ def test_retry_after_is_honoured(server):
     assert time.monotonic() - t0 >= 0.4
 
 
-def test_backoff_is_exponential_with_jitter(server, monkeypatch):
+def test_transport_retries_are_the_openai_clients_own(server, monkeypatch):
+    """The retries of a 503 are made by openai's own loop (its retry-count header), with its backoff
+    (0.5 s doubling, less up to 25 % jitter): none of our re-asking waits are used."""
     server.default = Fail(503)
     waits: list[float] = []
     monkeypatch.setattr(llm_module, "_sleep", waits.append)
-    client = make_client(server, max_retries=4, backoff=0.1)
-    with pytest.raises(LLMError):
+    client = make_client(server, max_retries=2)
+    t0 = time.monotonic()
+    with pytest.raises(LLMError, match="HTTP 503"):
         client.chat(MESSAGES)
-    assert len(waits) == 4  # one wait between each of the 5 attempts
+    assert [r.headers.get("x-stainless-retry-count") for r in server.requests] == ["0", "1", "2"]
+    assert waits == []
+    assert time.monotonic() - t0 >= 0.75 * (0.5 + 1.0)
+
+
+def test_malformed_replies_are_asked_again_with_backoff(server, monkeypatch):
+    server.default = EmptyChoices()
+    waits: list[float] = []
+    monkeypatch.setattr(llm_module, "_sleep", waits.append)
+    client = make_client(server, max_retries=3, backoff=0.1)
+    with pytest.raises(LLMError, match="4 attempts"):
+        client.chat(MESSAGES)
+    assert len(waits) == 3  # one wait between each of the 4 requests
     for k, w in enumerate(waits):
         assert 0.5 * 0.1 * 2**k <= w <= 0.1 * 2**k, (k, w)
 
@@ -95,7 +110,7 @@ def test_500_forever_raises_after_max_retries(server):
         client.chat(MESSAGES)
     assert "HTTP 500" in info.value.reason and "3 attempts" in info.value.reason
     assert isinstance(info.value, RRPOError)
-    assert server.request_count == 3  # the openai client's own retries are off: we made all of them
+    assert server.request_count == 3
     assert (client.calls, client.retries, client.failures) == (3, 2, 1)
 
 

@@ -5,9 +5,12 @@ Used by the judges (`rrpo.llm.judge`, `rrpo.selfalign.judge`) and the concept di
 
 Design points:
 
-* Built on the official `openai` client with its own retries switched off (`max_retries=0`): we
-  retry here so every attempt is counted (`calls`, `retries`, `failures`) and the policy is ours:
-  exponential backoff with jitter, honouring `Retry-After` when the server sends it.
+* Built on the official `openai` client, which does the transport retries itself (`max_retries`:
+  timeouts, connection errors, HTTP 408/409/429/5xx, exponential backoff with jitter, `Retry-After`
+  up to two minutes). We only count: an httpx event hook sees every HTTP request the client sends,
+  so `calls` and `retries` are exact, and an error says how many attempts were made. A 200 reply
+  that is not a usable chat completion (no choices, empty content, an HTML page from a proxy) is
+  something openai does not retry; we ask again, up to the same `max_retries`.
 * The API key is read from an environment variable only (default `OPENAI_API_KEY`). It is never
   logged, written to disk, part of the cache key, or part of an error message (server error texts
   are scrubbed of it, and auth errors carry no server text at all). Local servers need no key: a
@@ -16,14 +19,12 @@ Design points:
   (base_url, model, messages, temperature and any extra parameters) and written atomically
   (temporary file + rename), so a rerun of a long job makes no HTTP requests for work already done.
   A corrupt or mismatching cache file is ignored (logged) and rewritten.
-* Timeouts, HTTP 429 / 5xx, connection errors and malformed replies (no choices, empty content, a
-  body that is not a chat completion) are retried; after `max_retries` retries `chat` raises
-  `LLMError`, an `RRPOError` that callers report per record.
+* After the retries are spent `chat` raises `LLMError`, an `RRPOError` that callers report per
+  record; errors a retry cannot fix (HTTP 400/401/403/404) raise at once.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
@@ -41,12 +42,9 @@ logger = logging.getLogger(__name__)
 
 # Sent when the environment has no key: vLLM / Ollama accept anything (or nothing) there.
 DUMMY_API_KEY = "EMPTY"
-# Upper bound on one wait, so a server asking for `Retry-After: 3600` cannot stall a job silently.
-MAX_WAIT_S = 120.0
 # Bump when the cache file layout changes; part of every cache key.
 CACHE_VERSION = 1
-_RETRY_STATUS = {408, 409, 429}  # plus every 5xx
-_sleep = time.sleep  # module-level so tests can record the waits without touching time.sleep
+_sleep = time.sleep  # module-level so tests can record the waits between re-asks of malformed replies
 
 
 class LLMError(RRPOError):
@@ -60,13 +58,12 @@ class LLMError(RRPOError):
         self.reason = reason
 
 
-class _Retryable(Exception):
-    """Internal: one attempt failed in a way worth retrying. `wait` is a server-requested delay."""
+class _Malformed(Exception):
+    """Internal: a 200 reply that is not a usable chat completion (openai does not retry these)."""
 
-    def __init__(self, reason: str, wait: float | None = None):
+    def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-        self.wait = wait
 
 
 class LLMClient:
@@ -78,9 +75,10 @@ class LLMClient:
         api_key_env: the environment variable holding the key; absent or empty -> a dummy key.
         cache_dir: directory for cached replies (created on demand); None disables caching.
         timeout: seconds per HTTP request.
-        max_retries: retries after the first attempt (so at most `max_retries + 1` requests per chat).
-        backoff: base delay in seconds; retry k (0-based) waits about `backoff * 2**k` (jittered to
-            50-100% of that), or the server's `Retry-After` when that is longer; capped at MAX_WAIT_S.
+        max_retries: the openai client's retries after the first attempt (at most `max_retries + 1`
+            requests per transport failure); also how often a malformed reply is asked again.
+        backoff: base delay in seconds before re-asking after a malformed reply (retry k waits
+            `backoff * 2**k`, jittered to 50-100%); transport retries wait as openai decides.
         temperature: sampling temperature (0.0: deterministic judges, and cacheable replies).
 
     Counters (ints, thread-safe): `calls` HTTP requests made, `cache_hits`, `retries`, and `failures`
@@ -123,14 +121,22 @@ class LLMClient:
         self.retries = 0
         self.failures = 0
         self._lock = threading.Lock()
+        self._attempts = threading.local()  # HTTP requests of the current thread's `chat` call
         key = os.environ.get(api_key_env) or ""
         if not key:
             logger.info("$%s is not set; sending a dummy API key (fine for local servers)", api_key_env)
         # Kept only to scrub it out of server error texts; never logged or stored elsewhere.
         self._secret = key
         self._openai = openai
+        # The hook runs in the calling thread for every request the client sends, retries included.
+        http_client_class = getattr(openai, "DefaultHttpx2Client", None) or openai.DefaultHttpxClient
+        http_client = http_client_class(event_hooks={"request": [self._count_request]})
         self._client = openai.OpenAI(
-            api_key=key or DUMMY_API_KEY, base_url=self.base_url, timeout=self.timeout, max_retries=0
+            api_key=key or DUMMY_API_KEY,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            http_client=http_client,
         )
 
     def __repr__(self) -> str:  # no key here, on purpose
@@ -177,43 +183,34 @@ class LLMClient:
                 "failures": self.failures,
             }
 
-    # -- HTTP with retries -------------------------------------------------------------------------
-    def _request_with_retries(self, messages: list[dict], params: dict[str, Any]) -> str:
-        attempts = self.max_retries + 1
-        last = ""
-        for attempt in range(attempts):
-            if attempt:
-                with self._lock:
-                    self.retries += 1
-            try:
-                return self._request_once(messages, params)
-            except _Retryable as err:
-                last = err.reason
-                if attempt + 1 == attempts:
-                    break
-                delay = self._delay(attempt, err.wait)
-                logger.warning(
-                    "LLM request failed (%s); retry %d/%d in %.2fs",
-                    err.reason,
-                    attempt + 1,
-                    self.max_retries,
-                    delay,
-                )
-                _sleep(delay)
-        raise LLMError(f"{last} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})")
-
-    def _delay(self, attempt: int, server_wait: float | None) -> float:
-        """Exponential backoff with jitter (50-100% of backoff * 2**attempt); a longer Retry-After wins."""
-        base = self.backoff * (2**attempt)
-        delay = base * (0.5 + 0.5 * random.random())
-        if server_wait is not None:
-            delay = max(delay, server_wait)
-        return min(delay, MAX_WAIT_S)
-
-    def _request_once(self, messages: list[dict], params: dict[str, Any]) -> str:
-        """One HTTP request. Returns the reply text, raises _Retryable or LLMError."""
+    # -- HTTP (openai retries transport failures; we re-ask after malformed replies) ---------------
+    def _count_request(self, request: Any) -> None:
+        self._attempts.count = getattr(self._attempts, "count", 0) + 1
         with self._lock:
             self.calls += 1
+            if self._attempts.count > 1:
+                self.retries += 1
+
+    def _request_with_retries(self, messages: list[dict], params: dict[str, Any]) -> str:
+        self._attempts.count = 0
+        for asked in range(self.max_retries + 1):
+            try:
+                return self._request_once(messages, params)
+            except _Malformed as err:
+                if asked == self.max_retries:
+                    raise LLMError(f"{err.reason} ({self._gave_up()})") from None
+                delay = self.backoff * (2**asked) * (0.5 + 0.5 * random.random())
+                logger.warning("LLM reply unusable (%s); asking again in %.2fs", err.reason, delay)
+                _sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _gave_up(self) -> str:
+        attempts = getattr(self._attempts, "count", 1)
+        return f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}"
+
+    def _request_once(self, messages: list[dict], params: dict[str, Any]) -> str:
+        """One `create` call (the openai client retries inside it). Returns the reply text, raises
+        _Malformed or LLMError."""
         failure: Exception | None = None
         try:
             completion = self._client.chat.completions.create(
@@ -230,12 +227,13 @@ class LLMClient:
         return _reply_text(completion)
 
     def _classify(self, err: Exception) -> Exception | None:
-        """Map an openai exception to _Retryable / LLMError (key-free texts); None: not ours, re-raise."""
+        """Map an openai exception (its retries spent) to LLMError or _Malformed, with key-free texts;
+        None: not ours, re-raise."""
         openai = self._openai
         if isinstance(err, openai.APITimeoutError):
-            return _Retryable(f"timeout after {self.timeout:g}s")
+            return LLMError(f"timeout after {self.timeout:g}s ({self._gave_up()})")
         if isinstance(err, openai.APIConnectionError):
-            return _Retryable(f"connection error: {type(err).__name__}")
+            return LLMError(f"connection error: {type(err).__name__} ({self._gave_up()})")
         if isinstance(err, openai.APIStatusError):
             status = err.status_code
             if status in (401, 403):
@@ -244,14 +242,12 @@ class LLMClient:
             message = _short(
                 self._scrub(str(getattr(err, "message", "") or ""))
             )  # scrub first: no cut-off key
-            if status in _RETRY_STATUS or status >= 500:
-                return _Retryable(f"HTTP {status}: {message}", _retry_after(err.response))
-            return LLMError(f"HTTP {status}: {message}")
+            return LLMError(f"HTTP {status}: {message} ({self._gave_up()})")
         if isinstance(
             err, (ValueError, openai.APIResponseValidationError)
         ):  # JSONDecodeError is a ValueError
             # A body that is not JSON / not a chat completion (proxies returning HTML, truncated JSON).
-            return _Retryable(f"malformed reply: {type(err).__name__}")
+            return _Malformed(f"malformed reply: {type(err).__name__}")
         return None
 
     def _scrub(self, text: str) -> str:
@@ -314,40 +310,19 @@ def _check_messages(messages: Any) -> None:
 
 
 def _reply_text(completion: Any) -> str:
-    """The first choice's content, or _Retryable when the reply has none."""
+    """The first choice's content, or _Malformed when the reply has none."""
     if isinstance(completion, str):  # the client hands back non-JSON bodies (an HTML error page) as text
-        raise _Retryable("malformed reply: not a chat completion (a non-JSON body)")
+        raise _Malformed("malformed reply: not a chat completion (a non-JSON body)")
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list):
-        raise _Retryable("malformed reply: no 'choices' field")
+        raise _Malformed("malformed reply: no 'choices' field")
     if not choices:
-        raise _Retryable("malformed reply: no choices")
+        raise _Malformed("malformed reply: no choices")
     message = getattr(choices[0], "message", None)
     content = getattr(message, "content", None)
     if not isinstance(content, str) or not content.strip():
-        raise _Retryable("malformed reply: empty content")
+        raise _Malformed("malformed reply: empty content")
     return content
-
-
-def _retry_after(response: Any) -> float | None:
-    """Seconds from `retry-after-ms` / `Retry-After` (seconds or an HTTP date), or None."""
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(float(ms) / 1000.0, 0.0)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(when.timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def _short(text: str, limit: int = 200) -> str:
