@@ -300,11 +300,15 @@ def test_pair_forward_reaches_the_model_only_through_the_adapter_hooks(setup):
         def inner(self):
             module = original_inner.fget(self)
 
-            def forward(**kwargs):
-                calls.append(sorted(kwargs))
-                return module(**kwargs)
+            class Forward:  # records forward calls; other attributes (the rope index) pass through
+                def __call__(self, **kwargs):
+                    calls.append(sorted(kwargs))
+                    return module(**kwargs)
 
-            return forward
+                def __getattr__(self, name):
+                    return getattr(module, name)
+
+            return Forward()
 
     spy = object.__new__(Spy)
     spy.__dict__.update(vlm.__dict__)
@@ -313,3 +317,25 @@ def test_pair_forward_reaches_the_model_only_through_the_adapter_hooks(setup):
         want = pair_forward(vlm, vlm.model, batch)
     assert len(calls) == 2, f"{family}: policy and reference passes go through the hook"
     torch.testing.assert_close(out.policy_chosen_logps, want.policy_chosen_logps)
+
+
+def test_packed_positions_are_computed_in_the_forward_and_equal_per_pair_ones(setup):
+    """One batched rope-index call over the padded prefixes gives, row by row, what each pair's own
+    prefix positions plus `start + arange` for both responses give (padding 0)."""
+    from rrpo.models.packing import packed_position_ids
+
+    family, _, vlm, encoded = setup
+    batch = collate_pairs(vlm, encoded, layout="packed")
+    assert "packed_position_ids" not in batch  # the collator no longer runs the rope index
+    got = packed_position_ids(vlm, batch)
+    got = got if vlm.mrope else got.unsqueeze(0)
+    length = batch["packed_input_ids"].shape[1]
+    for row, pair in enumerate(encoded):
+        pos, start = vlm.prefix_positions(pair.prefix_ids, pair.mm)
+        c = torch.arange(pair.chosen_ids.numel()) + start
+        r = torch.arange(pair.rejected_ids.numel()) + start
+        want = torch.cat([pos, c.expand(pos.shape[0], -1), r.expand(pos.shape[0], -1)], dim=1)
+        assert torch.equal(got[:, row, : want.shape[1]], want), f"{family} row {row}"
+        assert (got[:, row, want.shape[1] : length] == 0).all()
+    if vlm.mrope:  # the video's 3-axis positions really differ between axes
+        assert not torch.equal(got[0], got[1])

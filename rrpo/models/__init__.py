@@ -14,7 +14,7 @@ Adding a family:
     Subclass `VideoLMAdapter` (rrpo/models/base.py), set `family`, `model_types` (the config's
     `model_type` values) and `model_class` (a `transformers` class name), override the hooks that
     differ (`processor_video_kwargs(clips)`: timing and sizing for the processor, `mm_keys`,
-    `prefix_positions` for non-1-D positions, `model_mm_kwargs`, `prompt_text` for template quirks),
+    `rope_positions` for non-1-D positions (batched, on the device), `model_mm_kwargs`, `prompt_text` for template quirks),
     register it in `FAMILIES` below, and add its real checkpoint files to tests/test_real_checkpoints.py.
 
     A family that needs its authors' code (LongVU, VideoChat2) sets `trust_remote_code = True` and

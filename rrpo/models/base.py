@@ -236,13 +236,32 @@ class VideoLMAdapter:
         return out
 
     # ----- positions -------------------------------------------------------------------------------
+    def rope_positions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mm: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Position ids [A, B, L] (A = 1, or 3 for mrope) of right-padded rows: `input_ids` [B, L],
+        `attention_mask` [B, L] (1 on real tokens), `mm` the batch's video tensors (and
+        `mm_token_type_ids` [B, L] where the family has them), all on one device; padding gets 0.
+        Default: 0, 1, 2, ... per row. An mrope family overrides this with the model's rope index."""
+        mask = attention_mask.long()
+        return ((mask.cumsum(-1) - 1).clamp(min=0) * mask).unsqueeze(0)
+
     def prefix_positions(
         self, prefix_ids: torch.Tensor, mm: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, int]:
-        """Position ids of one prefix, shape [A, P] (A = 1, or 3 for mrope), and the position of the next
-        text token (where both responses start). Default: plain 0..P-1."""
-        p = prefix_ids.numel()
-        return torch.arange(p, device=prefix_ids.device).unsqueeze(0), p
+        """Position ids of one prefix, shape [A, P], and the position of the next text token (where
+        both responses start), from `rope_positions` of the prefix plus one text token: that asks the
+        model's own rule where text after the video continues (transformers' rule, not max + 1)."""
+        ids = torch.cat([prefix_ids, prefix_ids.new_zeros(1)]).unsqueeze(0)
+        row_mm = dict(mm)
+        if "mm_token_type_ids" in mm:
+            types = mm["mm_token_type_ids"].to(prefix_ids.device)
+            row_mm["mm_token_type_ids"] = torch.cat([types, types.new_zeros(1)]).unsqueeze(0)
+        pos = self.rope_positions(ids, torch.ones_like(ids), row_mm)[:, 0]  # [A, P + 1]
+        start = pos[:, -1]
+        if not bool((start == start[0]).all()):  # text positions are equal on all axes
+            raise RuntimeError(f"unexpected rope index for text after the video: {start.tolist()}")
+        return pos[:, :-1], int(start[0])
 
     def model_mm_kwargs(self, batch_mm: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Keyword arguments of the multimodal base model's forward for a batch's video tensors."""

@@ -97,7 +97,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     print(f", grid (t, h, w) {info['grid_thw']}" if "grid_thw" in info else "")
     if "second_per_grid_ts" in info:
         print(f"second_per_grid_ts {info['second_per_grid_ts']}")
-    print(f"end of turn {info['turn_end']!r}; stops at {info['stop_tokens']} {info['stop_token_ids']}; "
-          f"pad {info['pad_token_id']}")
+    print(
+        f"end of turn {info['turn_end']!r}; stops at {info['stop_tokens']} {info['stop_token_ids']}; "
+        f"pad {info['pad_token_id']}"
+    )
     print(f"contact sheet {info['contact_sheet']}")
     return 0

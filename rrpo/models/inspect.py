@@ -56,8 +56,11 @@ def inspect_model(vlm: Any, video: str | Path, question: str, *, sheet: str | Pa
         "video_tokens": int((ids == video_id).sum()),
         "frames": clip.num_frames,
         "timestamps_s": [round(t, 3) for t in clip.timestamps],
-        "source": {"fps": round(clip.source_fps, 3), "duration_s": round(clip.duration, 3),
-                   "size_hw": list(clip.source_size)},
+        "source": {
+            "fps": round(clip.source_fps, 3),
+            "duration_s": round(clip.duration, 3),
+            "size_hw": list(clip.source_size),
+        },
         "decoded_frame_hw": [int(clip.frames.shape[1]), int(clip.frames.shape[2])],
         "sampled_fps": round(clip.sampled_fps, 4),
         "turn_end": vlm.turn_end,

@@ -65,7 +65,9 @@ def resolve_model(model: str | Path, *, revision: str | None = None, what: str =
     text = str(model)
     looks_like_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists()
     if not looks_like_id:
-        raise RRPOError(f"{what} directory not found: {model} (give a local directory or a Hub id like owner/name)")
+        raise RRPOError(
+            f"{what} directory not found: {model} (give a local directory or a Hub id like owner/name)"
+        )
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -131,7 +133,7 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """"auto"/None: bf16 on a GPU that supports it, else fp32 (CPU); or "bf16", "fp16", "fp32"."""
+    """ "auto"/None: bf16 on a GPU that supports it, else fp32 (CPU); or "bf16", "fp16", "fp32"."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in (None, *DTYPES):

@@ -165,7 +165,8 @@ def collate_pairs(
     the plain baseline (`"plain"`), or both (the default, for comparisons). All entries are tensors
     (right-padded rows); keys:
 
-    packed_input_ids [B, Lpk], packed_position_ids ([B, Lpk], or [3, B, Lpk] for mrope): the packed rows;
+    packed_input_ids [B, Lpk]: the packed rows (their positions are computed in `pair_forward`, on the
+    device: `packed_position_ids`);
     chosen_input_ids / rejected_input_ids [B, L], chosen_attention_mask / rejected_attention_mask:
     the plain rows prefix+response; prefix_lengths / chosen_lengths / rejected_lengths [B];
     chosen_labels / rejected_labels [B, T] (-100 padding; one width T = longest response of either side),
@@ -216,27 +217,35 @@ def collate_pairs(
             batch[f"{side}_mm_token_type_ids"] = _pad_rows(
                 [torch.cat([t, z(r.numel(), dtype=t.dtype)]) for t, r in zip(types, resp)], 0
             )
-    if packed:
-        batch["packed_position_ids"] = packed_position_ids(vlm, pairs, batch["packed_input_ids"].shape[1])
     batch.update(vlm.collate_mm([p.mm for p in pairs]))
     return batch
 
 
-def packed_position_ids(vlm: VideoLMAdapter, pairs: Sequence[EncodedPair], length: int) -> torch.Tensor:
-    """Position ids of the packed rows: [B, L], or [3, B, L] for mrope families (padding gets 0).
+def packed_position_ids(vlm: VideoLMAdapter, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Position ids of the packed rows of a `collate_pairs` batch, on the batch's device: [B, L], or
+    [3, B, L] for mrope families (padding gets 0).
 
-    Prefix positions come from the adapter (the model's rope index for Qwen); both responses start at
-    the position the next text token after the prefix would get, and count up from there.
+    One `vlm.rope_positions` call over the prefixes plus the first response token (a text token, so
+    its position is where text after the video continues); both responses count up from there.
     """
-    rows = []
-    for pair in pairs:
-        pos, start = vlm.prefix_positions(pair.prefix_ids, pair.mm)
-        axes = pos.shape[0]
-        c = torch.arange(pair.chosen_ids.numel()) + start
-        r = torch.arange(pair.rejected_ids.numel()) + start
-        row = torch.cat([pos.cpu(), c.expand(axes, -1), r.expand(axes, -1)], dim=1)
-        rows.append(torch.nn.functional.pad(row, (0, length - row.shape[1])))
-    out = torch.stack(rows, dim=1)  # [A, B, L]
+    ids = batch["packed_input_ids"]
+    p_len, c_len, r_len = (
+        batch[k].to(ids.device) for k in ("prefix_lengths", "chosen_lengths", "rejected_lengths")
+    )
+    col = torch.arange(ids.shape[1], device=ids.device)
+    width = int(p_len.max()) + 1  # every response has at least its end-of-turn token
+    head_mm = {k: batch[k] for k in vlm.mm_keys() if k in batch}
+    if "packed_mm_token_type_ids" in batch:
+        head_mm["mm_token_type_ids"] = batch["packed_mm_token_type_ids"][:, :width]
+    head_mask = (col[:width].unsqueeze(0) <= p_len.unsqueeze(1)).long()
+    head = vlm.rope_positions(ids[:, :width], head_mask, head_mm)  # [A, B, width]
+    start = head.gather(-1, p_len.view(1, -1, 1).expand(head.shape[0], -1, 1))  # [A, B, 1]
+    rel = col.unsqueeze(0) - p_len.unsqueeze(1)  # [B, L]: column minus prefix length
+    in_chosen = (rel >= 0) & (rel < c_len.unsqueeze(1))
+    in_rejected = (rel >= c_len.unsqueeze(1)) & (rel < (c_len + r_len).unsqueeze(1))
+    response = start + torch.where(in_chosen, rel, rel - c_len.unsqueeze(1))
+    prefix = torch.nn.functional.pad(head, (0, ids.shape[1] - width))
+    out = torch.where(rel < 0, prefix, torch.where(in_chosen | in_rejected, response, 0))
     return out if vlm.mrope else out[0]
 
 
@@ -407,7 +416,7 @@ def pair_forward(
         mask = packed_attention_mask(
             p_len, c_len, r_len, ids.shape[1], dtype=dtype, device=dev, causal_only=causal_mask_only
         )
-        pos = b["packed_position_ids"]
+        pos = packed_position_ids(vlm, b)  # on the device, not in the collator
         r_idx = _response_index(p_len, r_len, r_labels.shape[1], c_len)
         hidden, video = _run(inner, ids, mask, pos, {**mm, **types("packed")})
         pol_c, pol_r = _gather(hidden, c_idx), _gather(hidden, r_idx)

@@ -60,26 +60,19 @@ class Qwen2VLAdapter(VideoLMAdapter):
             kwargs["size"] = self.video_size(clips[0].num_frames)
         return kwargs
 
-    def prefix_positions(
-        self, prefix_ids: torch.Tensor, mm: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, int]:
-        """Rope index of the prefix plus one text token: [3, P] positions and the next text position.
-
-        Appending one text token and reading its position asks the model's own function where text after
-        the video continues (transformers' rule, not max + 1), so packed and plain passes agree.
-        """
-        dev = prefix_ids.device
-        ids = torch.cat([prefix_ids, prefix_ids.new_zeros(1)]).unsqueeze(0)
-        types = torch.cat([mm["mm_token_type_ids"].to(dev), mm["mm_token_type_ids"].new_zeros(1).to(dev)])
-        kwargs = {"video_grid_thw": mm["video_grid_thw"].to(dev)}
-        if "second_per_grid_ts" in mm:
-            kwargs["second_per_grid_ts"] = mm["second_per_grid_ts"].to(dev)
-        pos, _ = self.inner.get_rope_index(ids, mm_token_type_ids=types.unsqueeze(0), **kwargs)
-        pos = pos[:, 0]  # [3, P + 1]
-        start = pos[:, -1]
-        if not bool((start == start[0]).all()):  # text positions are equal on all three axes
-            raise RuntimeError(f"unexpected rope index for text after the video: {start.tolist()}")
-        return pos[:, :-1], int(start[0])
+    def rope_positions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mm: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The model's own 3-axis rope index [3, B, L] (padding excluded through `attention_mask`)."""
+        dev = input_ids.device
+        kwargs = {k: mm[k].to(dev) for k in ("video_grid_thw", "second_per_grid_ts") if k in mm}
+        pos, _ = self.inner.get_rope_index(
+            input_ids,
+            mm_token_type_ids=mm["mm_token_type_ids"].to(dev),
+            attention_mask=attention_mask.to(dev),
+            **kwargs,
+        )
+        return pos * attention_mask.to(dev).unsqueeze(0)
 
     def model_mm_kwargs(self, batch_mm: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {k: v for k, v in batch_mm.items() if k in self.mm_keys()}
