@@ -293,3 +293,19 @@ def test_questions_json_list_and_write_round_trip(tmp_path):
     src.write_text(json.dumps([qs[0], {**qs[0], "answer": "Q"}]))
     with pytest.raises(RecordErrors, match=r"item 1 \(id '1'\), field 'answer'"):
         load_questions(src)
+
+
+def test_pair_prompt_round_trips_and_defaults_to_the_question(tmp_path):
+    rendered = "What does the man pour?\nAnswer with a short phrase."
+    with_prompt = make_pair(prompt=rendered)
+    without = make_pair(id="p2")
+    path = tmp_path / "pairs.jsonl"
+    write_pairs(path, [with_prompt, without])
+    back = read_pairs(path)
+    assert back[0] == with_prompt and back[0].model_prompt == rendered
+    assert back[0].question == "What does the man pour?"
+    assert back[1].prompt is None and back[1].model_prompt == back[1].question
+    with pytest.raises(RecordError, match="prompt"):
+        make_pair(prompt="  ").validate("pairs.jsonl line 1")
+    with pytest.raises(RecordError, match="prompt"):
+        make_pair(prompt=3).validate()

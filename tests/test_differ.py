@@ -367,3 +367,65 @@ def test_dispatch_long_open_answer_uses_the_llm(server, llm):
     # ... while a short open answer never reaches the LLM.
     assert diff_answers("red", "blue", answer_type="open", llm=llm).method == "rule-word"
     assert server.request_count == 2
+
+
+# -- pair texts rendered with their spans (rrpo.data.answers.pair_texts) ----------------------------
+def _mcq(options, answer):
+    from rrpo.data.record import VideoQuestion
+
+    return VideoQuestion("q", "v.mp4", "Which?", answer, "mcq", list(options)).validate()
+
+
+@pytest.mark.parametrize(
+    "options, answer, wrong",
+    [
+        (["a red circle", "a blue square", "a red square"], "a red circle", "B"),
+        (["a red circle", "a blue square", "a red square"], "a red circle", "C"),
+        (["left", "right", "up", "down"], "up", "A"),
+        (["the man opens the fridge", "the man closes the door"], "the man closes the door", "A"),
+        (["same words", "Same words."], "same words", "B"),  # option texts differ only in case/punctuation
+        (["3", "4"], "4", "A"),
+    ],
+)
+def test_mcq_pair_texts_carry_the_spans_the_rule_differ_finds(options, answer, wrong):
+    from rrpo.data.answers import pair_texts
+
+    q = _mcq(options, answer)
+    texts = pair_texts(q, wrong, f"I think it is {wrong}.")
+    assert texts.chosen == f"({q.answer_letter}) {answer}"
+    assert texts.rejected == f"({wrong}) {options['ABCD'.index(wrong)]}"
+    parsed = rule_diff(texts.chosen, texts.rejected, answer_type="mcq", options=options)
+    assert (texts.chosen_spans, texts.rejected_spans, texts.method) == (
+        parsed.chosen_spans,
+        parsed.rejected_spans,
+        parsed.method,
+    )
+    assert texts.chosen[slice(*texts.chosen_spans[0])] == q.answer_letter
+
+
+def test_yesno_and_open_pair_texts():
+    from rrpo.data.answers import pair_texts
+    from rrpo.data.record import VideoQuestion
+
+    yn = VideoQuestion("y", "v.mp4", "Is it red?", "no", "yesno").validate()
+    texts = pair_texts(yn, "yes", "yes, it is.")
+    assert (texts.chosen, texts.rejected, texts.chosen_spans, texts.rejected_spans) == (
+        "No",
+        "Yes",
+        [(0, 2)],
+        [(0, 3)],
+    )
+    parsed = rule_diff(texts.chosen, texts.rejected, answer_type="yesno")
+    assert (parsed.chosen_spans, parsed.rejected_spans) == (texts.chosen_spans, texts.rejected_spans)
+    op = VideoQuestion("o", "v.mp4", "What?", "a red ball", "open").validate()
+    texts = pair_texts(op, None, "  a blue ball ")
+    assert (texts.chosen, texts.rejected, texts.chosen_spans) == ("a red ball", "a blue ball", None)
+    mcq_text_only = pair_texts(_mcq(["left", "right"], "left"), None, "it goes right")
+    assert mcq_text_only.chosen_spans is None and mcq_text_only.rejected == "it goes right"
+
+
+def test_pair_texts_refuse_a_wrong_answer_that_is_right():
+    from rrpo.data.answers import pair_texts
+
+    with pytest.raises(DiffReject, match="both responses choose option A"):
+        pair_texts(_mcq(["left", "right"], "left"), "A", "A")

@@ -92,7 +92,7 @@ def test_pairs_rejects_and_summary(tmp_path: Path) -> None:
     yn = by_id["q1"]
     assert (yn.chosen, yn.rejected) == ("Yes", "No")
     assert [yn.chosen[s:e] for s, e in yn.chosen_spans] == ["Yes"]
-    assert yn.question == question_prompt(qs[1])
+    assert yn.question == qs[1].question and yn.prompt == yn.model_prompt == question_prompt(qs[1])
     assert yn.metadata["perturbation"]["masked"]
 
 

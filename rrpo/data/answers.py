@@ -7,7 +7,9 @@ One module for what the stages share about answers, so none of them parses what 
   records) and `gold_mcq_letter` (the same, for records that were not validated);
 - `mcq_letter` / `yes_no`: the robust extractors of a *model's reply* shared by the self-alignment judge
   and the benchmarks (None rather than a guess);
-- `Verdict`, a judge's decision; `reference_answer` / `canonical_wrong_answer`, the two texts of a pair.
+- `Verdict`, a judge's decision; `reference_answer` / `canonical_wrong_answer`, the two texts of a pair,
+  and `pair_texts`, which renders both *with* their spans where the format makes them known (the
+  option letters and the option texts' differing words, "Yes" / "No"), so no differ parses them back.
 
 Option letters are upper-case "A", "B", ...; option i (0-based) has letter chr(ord("A") + i).
 """
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rrpo.data.spans import DiffReject, Span, word_diff
 from rrpo.errors import RecordError, RRPOError
 
 
@@ -251,3 +254,47 @@ def canonical_wrong_answer(q: Any, extracted: str | None, prediction: str) -> st
     if q.answer_type == "yesno" and extracted:
         return extracted.capitalize()
     return prediction.strip()
+
+
+@dataclass(frozen=True)
+class PairTexts:
+    """A pair's two texts; `chosen_spans` / `rejected_spans` are their paired differing spans when the
+    rendering already knows them, None when a differ has to find them (open answers, an mcq reply
+    with no letter). `method` names how the spans were made (the differ's names)."""
+
+    chosen: str
+    rejected: str
+    chosen_spans: list[Span] | None = None
+    rejected_spans: list[Span] | None = None
+    method: str | None = None
+
+
+def pair_texts(q: Any, extracted: str | None, prediction: str) -> PairTexts:
+    """Render the preferred and non-preferred responses of a wrong answer (`extracted`: what the judge
+    read from `prediction`), with their spans where the format fixes them:
+
+    * mcq answered with a letter: "(B) a red circle" / "(A) a blue square"; span 1 is the letter,
+      then the differing words of the two option texts (`word_diff` on the text after "(X)"; none
+      when the option texts do not differ in words);
+    * yes/no: "Yes" / "No", each the whole word;
+    * otherwise (open answers, an mcq reply naming no letter): texts only.
+    Raises DiffReject when the wrong answer is the right one (a judge bug, not a pair).
+    """
+    chosen = reference_answer(q)
+    rejected = canonical_wrong_answer(q, extracted, prediction)
+    if q.answer_type == "mcq" and extracted:
+        if extracted == q.answer_letter:
+            raise DiffReject(f"both responses choose option {extracted}")
+        label = len("(X)")
+        spans = [((1, 2), (1, 2))]
+        if chosen[label:].strip() and rejected[label:].strip():
+            try:
+                spans += word_diff(chosen, rejected, (label, len(chosen)), (label, len(rejected)))
+            except DiffReject:
+                pass  # e.g. equal option texts: the letters alone differ
+        return PairTexts(chosen, rejected, [c for c, _ in spans], [r for _, r in spans], "rule-mcq")
+    if q.answer_type == "yesno" and extracted:
+        if chosen.lower() == rejected.lower():
+            raise DiffReject(f"both responses say {chosen.lower()!r}")
+        return PairTexts(chosen, rejected, [(0, len(chosen))], [(0, len(rejected))], "rule-yesno")
+    return PairTexts(chosen, rejected)

@@ -242,7 +242,7 @@ def pair_to_paper(pair: PreferencePair) -> dict:
     pair.validate()
     metadata = dict(pair.metadata)
     rec: dict[str, Any] = {
-        "question": EXPORT_PLACEHOLDER + pair.question,
+        "question": EXPORT_PLACEHOLDER + pair.model_prompt,
         "answer": pair.chosen,
         "pred": pair.rejected,
         "answer_masked": to_masked(pair.chosen, pair.chosen_spans),

@@ -119,6 +119,11 @@ class PreferencePair:
     [start, end) into `chosen` / `rejected`: the differing concepts (span i of chosen is paired
     with span i of rejected by position when both sides have the same count). `video` is a path
     relative to a video root. `answer_type` is 'mcq', 'yesno' or 'open' when known.
+
+    `question` is what was asked; `prompt`, when set, is the exact user text the model is given (the
+    question rendered with its options and answer instruction, as `rrpo generate` writes it). Without
+    `prompt` (pairs of other tools, the paper's files, files written before the field existed) the
+    question is the prompt. `model_prompt` is the one to feed the model.
     """
 
     id: str
@@ -132,6 +137,12 @@ class PreferencePair:
     answer_type: str | None = None
     source: str | None = None
     metadata: dict = field(default_factory=dict)
+    prompt: str | None = None
+
+    @property
+    def model_prompt(self) -> str:
+        """The user text the model is given for this pair: `prompt`, else `question`."""
+        return self.prompt if self.prompt is not None else self.question
 
     @property
     def has_spans(self) -> bool:
@@ -148,6 +159,8 @@ class PreferencePair:
         _check_str(label, "id", self.id)
         _check_str(label, "video", self.video)
         _check_str(label, "question", self.question)
+        if self.prompt is not None:
+            _check_str(label, "prompt", self.prompt)
         _check_str(label, "chosen", self.chosen)
         _check_str(label, "rejected", self.rejected)
         for name, text in (("chosen_spans", self.chosen), ("rejected_spans", self.rejected)):

@@ -33,7 +33,7 @@ def _examples(path: Path) -> list[dict[str, Any]]:
     for line, rec in enumerate(records, start=1):
         if "chosen" in rec:
             pair = PreferencePair.from_dict(rec, where=f"{path}:{line}")
-            out.append({"id": pair.id, "video": pair.video, "prompt": pair.question, "response": pair.chosen})
+            out.append({"id": pair.id, "video": pair.video, "prompt": pair.model_prompt, "response": pair.chosen})
         else:
             q = VideoQuestion.from_dict(rec, where=f"{path}:{line}")
             out.append(

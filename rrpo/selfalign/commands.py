@@ -143,7 +143,11 @@ class TransformersGenerator:
         from rrpo.models import load_model
 
         self.vlm = load_model(
-            model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size, **(load_options or {})
+            model_dir,
+            adapter_dir=adapter_dir,
+            num_frames=frames,
+            frame_size=frame_size,
+            **(load_options or {}),
         )
         self.frame_size = self.vlm.frame_size
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size

@@ -19,10 +19,10 @@ import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from difflib import SequenceMatcher
 from typing import TYPE_CHECKING
 
 from rrpo.data.answers import answer_type as answer_type_of
+from rrpo.data.spans import DiffReject, word_diff
 from rrpo.errors import RRPOError
 
 if TYPE_CHECKING:
@@ -75,14 +75,6 @@ class Diff:
     chosen_spans: list[Span] = field(default_factory=list)
     rejected_spans: list[Span] = field(default_factory=list)
     method: str = ""
-
-
-class DiffReject(RRPOError):
-    """The differing concepts of a pair cannot be marked reliably; `reason` says why."""
-
-    def __init__(self, reason: str):
-        super().__init__(f"no concept diff: {reason}")
-        self.reason = reason
 
 
 # -- dispatcher -------------------------------------------------------------------------------------
@@ -143,84 +135,6 @@ def _check_texts(chosen: str, rejected: str) -> None:
         raise DiffReject("empty response")
     if chosen == rejected:
         raise DiffReject("no difference")
-
-
-# Words (with inner apostrophes/hyphens: "don't", "left-hand") or single punctuation marks.
-_TOKEN = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
-
-
-def _tokens(text: str, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
-    return [
-        (m.group(0), m.start(), m.end())
-        for m in _TOKEN.finditer(text, start, len(text) if end is None else end)
-    ]
-
-
-def _is_word(token: str) -> bool:
-    return any(ch.isalnum() for ch in token)
-
-
-def word_diff(
-    chosen: str,
-    rejected: str,
-    chosen_region: Span | None = None,
-    rejected_region: Span | None = None,
-) -> list[tuple[Span, Span]]:
-    """Paired character spans of the differing word runs of two texts (or of regions of them).
-
-    Words and punctuation marks are aligned with `difflib.SequenceMatcher` (case-insensitive). Each
-    replaced run of words becomes a pair of spans. A run that exists on one side only (an insertion
-    or deletion) has no counterpart, but RRPO pairs y_i+ with y_i-, so it is widened by one
-    neighbouring token on both sides (the next one, else the previous one; a word rather than a
-    punctuation mark when there is the choice): "the big dog" vs "the dog" -> "big dog" / "dog".
-    Pairs that then touch or overlap are merged. Differences in punctuation, case or spacing alone
-    are ignored. Returns [(chosen_span, rejected_span), ...] in order; raises DiffReject when the
-    texts do not differ in words or one side has no words to pair with.
-    """
-    ta = _tokens(chosen, *(chosen_region or (0, len(chosen))))
-    tb = _tokens(rejected, *(rejected_region or (0, len(rejected))))
-    if not ta or not tb:
-        raise DiffReject("a response has no words to compare")
-    ka = [t[0].lower() for t in ta]
-    kb = [t[0].lower() for t in tb]
-    groups: list[list[int]] = []
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, ka, kb, autojunk=False).get_opcodes():
-        if tag == "equal":
-            continue
-        if not any(_is_word(t) for t in ka[i1:i2] + kb[j1:j2]):
-            continue  # punctuation-only change
-        groups.append([i1, i2, j1, j2])
-    if not groups:
-        raise DiffReject(
-            "no difference" if chosen == rejected else "no difference beyond case, punctuation or spacing"
-        )
-    for g in groups:
-        if g[0] == g[1] or g[2] == g[3]:
-            _widen(g, ka, kb)
-    merged: list[list[int]] = []
-    for g in groups:
-        if merged and (g[0] <= merged[-1][1] or g[2] <= merged[-1][3]):
-            last = merged[-1]
-            last[:] = [min(last[0], g[0]), max(last[1], g[1]), min(last[2], g[2]), max(last[3], g[3])]
-        else:
-            merged.append(g)
-    return [((ta[i1][1], ta[i2 - 1][2]), (tb[j1][1], tb[j2 - 1][2])) for i1, i2, j1, j2 in merged]
-
-
-def _widen(g: list[int], ka: list[str], kb: list[str]) -> None:
-    """Give a one-sided group [i1, i2, j1, j2] a token on both sides (in place)."""
-    i1, i2, j1, j2 = g
-    forward = i2 < len(ka) and j2 < len(kb)
-    backward = i1 > 0 and j1 > 0
-    if not forward and not backward:
-        side = "rejected" if i1 == i2 else "chosen"
-        raise DiffReject(f"the {side} response has no words to pair with the other's")
-    forward_word = forward and _is_word(ka[i2]) and _is_word(kb[j2])
-    backward_word = backward and _is_word(ka[i1 - 1]) and _is_word(kb[j1 - 1])
-    if forward and (forward_word or not backward_word):
-        g[1], g[3] = i2 + 1, j2 + 1
-    else:
-        g[0], g[2] = i1 - 1, j1 - 1
 
 
 _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from rrpo.data.answers import canonical_wrong_answer, reference_answer
+from rrpo.data.answers import canonical_wrong_answer, pair_texts, reference_answer
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
 from rrpo.data.prompts import question_prompt
 from rrpo.data.record import PreferencePair, VideoQuestion
 from rrpo.errors import RRPOError, VideoError
 from rrpo.llm.client import LLMError
-from rrpo.selfalign.differ import DiffReject, diff_answers
+from rrpo.selfalign.differ import Diff, DiffReject, diff_answers
 from rrpo.selfalign.judge import judge_answer
 
 # A generator answers a batch of (frames [T,H,W,3] uint8, prompt) greedily.
@@ -242,18 +242,26 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
         summary.correct_on_every_perturbation += 1
         return
     pred, info, verdict = wrong[0]
-    chosen = reference_answer(q)
-    rejected = canonical_wrong_answer(q, verdict.extracted, pred)
     try:
-        diff = diff_answers(
-            chosen,
-            rejected,
-            answer_type=q.answer_type,
-            options=q.options,
-            llm=llm if cfg.judge == "llm" else None,
-        )
+        texts = pair_texts(q, verdict.extracted, pred)
+        chosen, rejected = texts.chosen, texts.rejected
+        if texts.chosen_spans is not None:  # the rendering knows its spans: nothing to parse back
+            diff = Diff(texts.chosen_spans, texts.rejected_spans, texts.method)
+        else:
+            diff = diff_answers(
+                chosen,
+                rejected,
+                answer_type=q.answer_type,
+                options=q.options,
+                llm=llm if cfg.judge == "llm" else None,
+            )
     except DiffReject as err:
-        reject(q, f"differ: {err}", chosen=chosen, rejected=rejected)
+        reject(
+            q,
+            f"differ: {err}",
+            chosen=reference_answer(q),
+            rejected=canonical_wrong_answer(q, verdict.extracted, pred),
+        )
         return
     except LLMError as err:
         summary.llm_failures[q.id] = f"llm differ failed: {err.reason}"
@@ -261,7 +269,8 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
     pair = PreferencePair(
         id=q.id,
         video=q.video,
-        question=question_prompt(q),
+        question=q.question,
+        prompt=question_prompt(q),
         chosen=chosen,
         rejected=rejected,
         chosen_spans=[tuple(s) for s in diff.chosen_spans],

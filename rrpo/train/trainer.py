@@ -107,7 +107,7 @@ class PairDataset(torch.utils.data.Dataset):
                 encoded = encode_pair(
                     self.vlm,
                     frames,
-                    pair.question,
+                    pair.model_prompt,
                     pair.chosen,
                     pair.rejected,
                     pair.chosen_spans,
