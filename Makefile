@@ -20,7 +20,7 @@ test: setup
 demo: setup
 	$(VENV)/bin/rrpo demo
 
-# Replays the six runs that made rrpo/toy/checkpoint (PROVENANCE.md there): about 4 hours on one
+# Replays the six runs that made rrpo/toy/checkpoint (PROVENANCE.md there; the code: examples/toy_pretrain): about 4 hours on one
 # CPU core. The result lands in build/toy/stage6; copy it over rrpo/toy/checkpoint to replace the model.
 TOY_MIX := --kinds order,direction,count,existence --no-decisive-loss --lr 1e-3 --warmup 50 --no-progress
 TOY_COLOUR := colours,first_colour,which_colour
@@ -45,7 +45,7 @@ toy-checkpoint: setup
 		--focus-kinds order,colour_order_mcq,first_colour --focus-steps 150 --steps 1200
 
 lint: setup
-	$(VENV)/bin/ruff check rrpo tests benchmarks
+	$(VENV)/bin/ruff check rrpo tests benchmarks examples
 
 clean:
 	rm -rf $(VENV)

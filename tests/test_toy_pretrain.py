@@ -1,9 +1,10 @@
-"""`rrpo toy pretrain`: example format, encoder vs processor, training reduces the loss, checkpoints load
-and generate, and the committed checkpoint answers in the evaluation's format."""
+"""`rrpo toy pretrain` (examples/toy_pretrain): example format, encoder vs processor, training reduces the
+loss, checkpoints load and generate, and the committed checkpoint answers in the evaluation's format."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,11 @@ import pytest
 import torch
 
 from rrpo.errors import RecordError, RRPOError
-from rrpo.toy import pretrain as pt
+import rrpo.toy
+from rrpo.toy.pretrain_commands import import_toy_pretrain
 
-CHECKPOINT = Path(pt.__file__).resolve().parent / "checkpoint"
+pt = import_toy_pretrain()  # the package the command runs
+CHECKPOINT = Path(rrpo.toy.__file__).resolve().parent / "checkpoint"
 TINY = pt.ModelSpec(
     hidden_size=32,
     num_layers=1,
@@ -123,9 +126,14 @@ def test_lr_schedule():
     cfg = pt.TrainConfig(steps=100, lr=1e-3, warmup=10)
     assert pt.lr_at(0, cfg) == pytest.approx(1e-4)
     assert pt.lr_at(50, cfg) == pytest.approx(1e-3) == pt.lr_at(99, cfg)
+    # transformers' cosine-with-min-lr, one step ahead (warm-up counted from 1): step s decays by
+    # progress (s + 1 - warmup) / (steps + 1 - warmup), down to min_lr_ratio x lr.
     cos = pt.TrainConfig(steps=100, lr=1e-3, warmup=10, schedule="cosine", min_lr_ratio=0.1)
-    assert pt.lr_at(10, cos) == pytest.approx(1e-3)
+    assert pt.lr_at(0, cos) == pytest.approx(1e-4)
+    assert pt.lr_at(10, cos) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 91))))
     assert pt.lr_at(100, cos) == pytest.approx(1e-4)
+    with pytest.raises(RRPOError, match="unknown schedule"):
+        pt.lr_at(0, pt.TrainConfig(schedule="linear"))
 
 
 def test_pretrain_reduces_loss_saves_loadable_model(world, tmp_path):
@@ -172,9 +180,12 @@ def test_encoder_matches_processor_and_detects_mismatch(world, tmp_path):
     vlm = load_model(pt.build_toy_model(tmp_path / "m", TINY))
     frames = read_frames(world / "videos/test_000000.mp4", 16, size=(64, 64))
     pt.Encoder(vlm.processor, TINY).check_against_processor(frames, "Describe the video.")
-    wrong = pt.ModelSpec(**{**TINY.__dict__, "merge_size": 2})
+    # The encoder runs the processor itself (prompts cached); a stale or wrong cache entry is caught.
+    stale = pt.Encoder(vlm.processor, TINY)
+    ids = stale.prefix_ids("Describe the video.")
+    stale._prefix_cache["Describe the video."] = [i for i in ids if i != stale.video_id][:-1] + ids[-1:]
     with pytest.raises(RRPOError, match="disagrees"):
-        pt.Encoder(vlm.processor, wrong).check_against_processor(frames, "Describe the video.")
+        stale.check_against_processor(frames, "Describe the video.")
 
 
 def test_committed_checkpoint_answers_in_format(tmp_path):
@@ -433,7 +444,7 @@ def test_pretrain_command_flags_reach_the_config(world, tmp_path, monkeypatch):
     committed checkpoint's defaults, and records them in pretrain_metrics.json and PROVENANCE.md."""
     from rrpo.cli import main
 
-    # The command imports ModelSpec from rrpo.toy.pretrain when it runs and builds ModelSpec(): keep it tiny.
+    # The command reads ModelSpec from the toy_pretrain package when it runs and builds ModelSpec(): keep it tiny.
     monkeypatch.setattr(pt, "ModelSpec", lambda: TINY)
 
     out = tmp_path / "m"
@@ -595,3 +606,23 @@ def test_vision_lr_scale_scales_only_the_vision_tower(world, tmp_path, scale):
     language = [m for n, m in moved.items() if n.startswith("model.language_model.")]
     assert vision and language and any(language)
     assert any(vision) is (scale > 0)  # scale 0: the vision tower and merger are frozen
+
+
+def test_pretrain_outside_a_source_checkout_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """Installed without examples/ (a wheel), `rrpo toy pretrain` says where the code lives."""
+    from rrpo.cli import main
+    from rrpo.toy import pretrain_commands
+
+    monkeypatch.setattr(pretrain_commands, "EXAMPLES", tmp_path / "examples")
+    assert main(["toy", "pretrain", "--out", str(tmp_path / "m"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "source checkout" in err and "examples/toy_pretrain" in err and "Traceback" not in err
+
+
+def test_unknown_auxiliary_task_is_an_error(world):
+    from rrpo.toy.splits import load_scenes
+
+    records = pt.read_pretrain(world)
+    with pytest.raises(RRPOError, match=r"unknown auxiliary tasks \['colour'\]"):
+        pt.aux_examples(records, load_scenes(world), ["red"], ["colours", "colour"])
+    assert set(pt.AUX_TASKS) >= {"colours", "which_colour", "order_mcq", "yesno_motion"}

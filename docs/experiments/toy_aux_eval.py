@@ -6,7 +6,9 @@ Usage: python toy_aux_eval.py MODEL_DIR [MODEL_DIR ...]"""
 import json, sys, numpy as np, torch
 sys.path.insert(0, "/work/main")
 from pathlib import Path
-from rrpo.toy import pretrain as pt
+import sys
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "examples"))  # toy_pretrain
+import toy_pretrain as pt
 from rrpo.toy.splits import load_scenes, load_world
 from rrpo.toy.world import WorldConfig
 from rrpo.models import load_model

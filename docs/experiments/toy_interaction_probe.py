@@ -6,7 +6,9 @@ QALOSS (decisive|all), SINGLE_STEPS, SEED, EVAL_EVERY"""
 import os, json, random, time, sys, numpy as np, torch
 sys.path.insert(0, "/work/main")
 from pathlib import Path
-from rrpo.toy.pretrain import (ModelSpec, build_toy_model, Encoder, Example, forward_logits, IGNORE,
+import sys
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "examples"))  # toy_pretrain
+from toy_pretrain import (ModelSpec, build_toy_model, Encoder, Example, forward_logits, IGNORE,
     eval_examples_from_benchmarks, decisions, turn_example, read_pretrain)
 from rrpo.models import load_model
 E = os.environ.get
@@ -18,7 +20,7 @@ spec = ModelSpec(hidden_size=int(E("HID", "128")), num_heads=int(E("HEADS", "4")
                  num_layers=int(E("LAYERS", "4")), vision_dim=int(E("VDIM", "32")), vision_depth=int(E("VDEPTH", "2")))
 W = Path(E("WORLD", "/tmp/pt/world")); OUT = Path(E("OUT", "/tmp/p2")); out = OUT / NAME; OUT.mkdir(parents=True, exist_ok=True)
 if not (OUT / "pre.npy").is_file():  # decode once (about 1 minute), reuse across probes
-    from rrpo.toy.pretrain import load_frames, benchmark_videos
+    from toy_pretrain import load_frames, benchmark_videos
     np.save(OUT / "pre.npy", load_frames(W, [r["video"] for r in read_pretrain(W)], spec))
     vids = benchmark_videos(W); np.save(OUT / "bench.npy", load_frames(W, vids, spec))
     json.dump(vids, open(OUT / "bench.json", "w"))

@@ -9,7 +9,9 @@ Usage: python toy_motion_probe.py MODEL_DIR [MODEL_DIR ...]"""
 import json, sys, numpy as np, torch
 sys.path.insert(0, "/work/main")
 from pathlib import Path
-from rrpo.toy.pretrain import ModelSpec, Encoder, read_pretrain, build_toy_model
+import sys
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "examples"))  # toy_pretrain
+from toy_pretrain import ModelSpec, Encoder, read_pretrain, build_toy_model
 from rrpo.models import load_model
 torch.set_num_threads(1); torch.manual_seed(0)
 W = Path("/tmp/pt/world")

@@ -3,7 +3,9 @@ description of each 2-frame slice? Decisive-token loss."""
 import os, json, random, time, sys, numpy as np, torch
 sys.path.insert(0, "/work/main")
 from pathlib import Path
-from rrpo.toy.pretrain import ModelSpec, build_toy_model, turn_example, read_pretrain, IGNORE
+import sys
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "examples"))  # toy_pretrain
+from toy_pretrain import ModelSpec, build_toy_model, turn_example, read_pretrain, IGNORE
 from rrpo.models import load_model
 E = os.environ.get
 torch.set_num_threads(1); torch.manual_seed(0); rng = random.Random(0)

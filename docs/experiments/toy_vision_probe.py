@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from rrpo.models import load_model
-from rrpo.toy import pretrain as pt
+import sys
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "examples"))  # toy_pretrain
+import toy_pretrain as pt
 from rrpo.toy.splits import load_scenes
 from rrpo.toy.world import DIRECTIONS
 

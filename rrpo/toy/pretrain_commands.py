@@ -1,11 +1,34 @@
 """`rrpo toy pretrain`: supervised pretraining of the tiny base video LLM the toy demo starts from.
 
-Registered into the `rrpo toy` group through `rrpo.toy.commands.TOY_COMMAND_MODULES`.
+Registered into the `rrpo toy` group through `rrpo.toy.commands.TOY_COMMAND_MODULES`. The training code
+is not part of the installed library (the demo needs only its result, rrpo/toy/checkpoint): it lives in
+`examples/toy_pretrain/` of a source checkout, which `import_toy_pretrain` finds next to this package.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def import_toy_pretrain() -> ModuleType:
+    """The `toy_pretrain` package of the source checkout (examples/toy_pretrain), or a clear error."""
+    from rrpo.errors import RRPOError
+
+    if not (EXAMPLES / "toy_pretrain" / "__init__.py").is_file():
+        raise RRPOError(
+            f"rrpo toy pretrain runs from a source checkout: {EXAMPLES / 'toy_pretrain'} is not there "
+            "(clone the rrpo repository and `pip install -e .` it)"
+        )
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    return importlib.import_module("toy_pretrain")
 
 
 def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +84,8 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--aux-tasks",
         default=None,
-        help="comma-separated auxiliary tasks added to every clip (rrpo.toy.pretrain.AUX_TASKS)",
+        dest="aux_kinds",
+        help="comma-separated auxiliary tasks added to every clip (examples/toy_pretrain/tasks.py AUX_TASKS)",
     )
     p.add_argument(
         "--init",
@@ -120,31 +144,36 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_pretrain_command)
 
 
-def _kinds(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(k.strip() for k in text.split(",") if k.strip())
+# Flags whose values are comma-separated lists of the config's tuple fields.
+_LIST_FIELDS = ("kinds", "focus_kinds", "aux_kinds")
+
+
+def _train_changes(args: argparse.Namespace, config_class: type) -> dict:
+    """The TrainConfig fields the command line sets: every flag whose dest is a field name."""
+    changes = {}
+    for f in dataclasses.fields(config_class):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name in _LIST_FIELDS:
+            value = tuple(k.strip() for k in value.split(",") if k.strip())
+        changes[f.name] = value
+    return changes
 
 
 def run_pretrain_command(args: argparse.Namespace) -> int:
     import json
     import platform
-    import sys
     import tempfile
     import time
     from dataclasses import replace
-    from pathlib import Path
 
     import torch
 
     from rrpo.errors import RRPOError
-    from rrpo.toy.pretrain import (
-        DEFAULT_DATA,
-        DEFAULT_TRAIN,
-        ModelSpec,
-        format_table,
-        run_pretrain,
-        write_provenance,
-    )
 
+    pt = import_toy_pretrain()
+    DEFAULT_DATA, DEFAULT_TRAIN, ModelSpec = pt.DEFAULT_DATA, pt.DEFAULT_TRAIN, pt.ModelSpec
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise RRPOError(f"{out}: exists and is not empty; pass --overwrite to replace the model there")
@@ -173,33 +202,10 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         if not (data / "world.json").is_file():
             print(f"generating the toy world into {data} ({params})")
             generate_dataset(data, overwrite=True, progress=not args.no_progress, **params)
-    changes = {
-        k: v
-        for k, v in {
-            "seed": args.seed,
-            "steps": args.steps,
-            "minutes": args.minutes,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "warmup": args.warmup,
-            "schedule": args.schedule,
-            "threads": args.threads,
-            "eval_every": args.eval_every,
-            "focus_steps": args.focus_steps,
-            "focus_kinds": _kinds(args.focus_kinds),
-            "aux_kinds": _kinds(args.aux_tasks),
-            "kinds": _kinds(args.kinds),
-            "decisive_loss": args.decisive_loss,
-            "format_loss": args.format_loss,
-            "vision_lr_scale": args.vision_lr_scale,
-            "vision_steps": args.vision_steps,
-            "vision_lr": args.vision_lr,
-        }.items()
-        if v is not None
-    }
+    changes = _train_changes(args, type(DEFAULT_TRAIN))
     cfg = replace(DEFAULT_TRAIN, **changes)
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
-    summary = run_pretrain(
+    summary = pt.run_pretrain(
         data,
         out,
         spec=ModelSpec(),
@@ -217,11 +223,11 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         "threads": torch.get_num_threads(),
     }
     (out / "pretrain_metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
-    write_provenance(out, summary)
+    pt.write_provenance(out, summary)
     print(
         f"saved {out} in {summary['wall_seconds'] / 60:.1f} min "
         f"({summary['train']['examples_per_s']:.1f} examples/s)"
     )
     if "heldout" in summary:
-        print(format_table(summary["heldout"]))
+        print(pt.format_table(summary["heldout"]))
     return 0
