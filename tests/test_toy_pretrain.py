@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from rrpo.errors import RecordError, RRPOError
 import rrpo.toy
+from rrpo.errors import RecordError, RRPOError
 from rrpo.toy.pretrain_commands import import_toy_pretrain
 
 pt = import_toy_pretrain()  # the package the command runs
