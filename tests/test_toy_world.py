@@ -18,11 +18,7 @@ import pytest
 
 from rrpo.errors import RRPOError
 from rrpo.toy import commands
-from rrpo.toy.splits import generate_dataset, load_scenes, sample_clips
-from rrpo.toy.world import (
-    BACKGROUND,
-    PALETTE,
-    WorldConfig,
+from rrpo.toy.questions import (
     caption,
     colour_order_qa,
     count_question,
@@ -30,10 +26,10 @@ from rrpo.toy.world import (
     existence_questions,
     motion_pair,
     order_question,
-    render_clip,
-    sample_scene,
     temporal_pairs,
 )
+from rrpo.toy.splits import generate_dataset, load_scenes, sample_clips
+from rrpo.toy.world import BACKGROUND, PALETTE, WorldConfig, render_clip, sample_scene
 from rrpo.video import read_frames
 
 CFG = WorldConfig()

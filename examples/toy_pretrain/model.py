@@ -79,20 +79,15 @@ def _tokenizer_corpus() -> list[str]:
     answer templates of a few sampled scenes plus the fixed prompts."""
     from rrpo.data.answers import reference_answer
     from rrpo.data.prompts import question_prompt
-    from rrpo.toy.world import (
-        CAPTION_PROMPT,
-        DESCRIBE_PROMPT,
-        PALETTE,
-        SHAPES,
-        WorldConfig,
+    from rrpo.toy.questions import (
         caption,
         clip_questions,
         describe,
         existence_pair,
         motion_pair,
-        sample_scene,
         temporal_pairs,
     )
+    from rrpo.toy.world import CAPTION_PROMPT, DESCRIBE_PROMPT, PALETTE, SHAPES, WorldConfig, sample_scene
 
     from .tasks import question_from_turn
 

@@ -135,7 +135,7 @@ def aux_examples(
       left up" (pooling over all objects, as "colours" is for colour);
     - "which_direction": one direction some object moves in and one no object moves in, the present
       one answered, "the left" (the additive trick of "which_colour", for motion);
-    - "yesno_motion" / "yesno_temporal": both sides of `world.motion_pair` / `world.temporal_pairs`
+    - "yesno_motion" / "yesno_temporal": both sides of `questions.motion_pair` / `questions.temporal_pairs`
       ("Does the red circle move left?" -> "Yes"), the VideoHallucer questions' kinds, with the
       evaluation's yes/no prompt; `world_config` (`world.WorldConfig`, for the prior) is required.
       Their random choices come from a generator seeded by the record's position, so a run is
@@ -149,7 +149,7 @@ def aux_examples(
       (one of the clip's objects and an absent object of another colour, in either order), answered
       with that option: the letter-finding half of the order question, learnable from the text alone;
     - "colour_order_mcq": "Which colour appears first?" with the palette as options, for every clip
-      (`world.colour_order_qa`; the order question of worlds generated with `--order-question
+      (`questions.colour_order_qa`; the order question of worlds generated with `--order-question
       colour` asks it of clips with 2+ objects); `world_config` is required.
 
     Every answer puts a space before the colour, so it is the same token as in the questions
@@ -243,7 +243,7 @@ def _which_direction(c: _Clip, kind: str) -> list[Example]:
 
 
 def _order_mcq(c: _Clip, kind: str) -> list[Example]:
-    from rrpo.toy.world import order_qa
+    from rrpo.toy.questions import order_qa
 
     objs = c.scene.objects
     if len(objs) < 2:
@@ -275,7 +275,7 @@ def _option_lookup(c: _Clip, kind: str) -> list[Example]:
 
 
 def _colour_order_mcq(c: _Clip, kind: str) -> list[Example]:
-    from rrpo.toy.world import colour_order_qa
+    from rrpo.toy.questions import colour_order_qa
 
     qa = colour_order_qa(c.scene, "first", c.world_config)
     turn = {"kind": kind, "question": qa.question, "answer": qa.answer, "answer_type": "mcq",
@@ -284,7 +284,7 @@ def _colour_order_mcq(c: _Clip, kind: str) -> list[Example]:
 
 
 def _yesno_pairs(c: _Clip, kind: str) -> list[Example]:
-    from rrpo.toy.world import motion_pair, temporal_pairs
+    from rrpo.toy.questions import motion_pair, temporal_pairs
 
     rng = np.random.default_rng([7, c.i])
     pairs = (

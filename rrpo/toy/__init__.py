@@ -1,6 +1,6 @@
 """Synthetic video world: procedurally generated clips of moving shapes with exact ground truth.
 
-`world` samples and renders scenes and asks questions about them; `splits` writes a dataset directory
+`world` samples and renders scenes, `questions` asks about them; `splits` writes a dataset directory
 (mp4 clips, pretraining examples, a self-alignment pool, held-out benchmarks in MVBench / VideoHallucer
 format); `commands` adds `rrpo toy ...`. Names are imported lazily so that `rrpo --help`, which imports
 `rrpo.toy.commands`, does not load numpy.
@@ -16,14 +16,14 @@ _EXPORTS = {
     "load_scenes": "rrpo.toy.splits",
     "load_world": "rrpo.toy.splits",
     "PALETTE": "rrpo.toy.world",
-    "QA": "rrpo.toy.world",
-    "HallucinationPair": "rrpo.toy.world",
+    "QA": "rrpo.toy.questions",
+    "HallucinationPair": "rrpo.toy.questions",
     "Scene": "rrpo.toy.world",
     "SceneObject": "rrpo.toy.world",
     "WorldConfig": "rrpo.toy.world",
-    "caption": "rrpo.toy.world",
-    "clip_questions": "rrpo.toy.world",
-    "describe": "rrpo.toy.world",
+    "caption": "rrpo.toy.questions",
+    "clip_questions": "rrpo.toy.questions",
+    "describe": "rrpo.toy.questions",
     "render_clip": "rrpo.toy.world",
     "sample_scene": "rrpo.toy.world",
 }

@@ -51,11 +51,9 @@ from typing import Any
 import numpy as np
 
 from rrpo.errors import RecordError, RRPOError
-from rrpo.toy.world import (
+from rrpo.toy.questions import (
     QA,
     HallucinationPair,
-    Scene,
-    WorldConfig,
     caption,
     caption_question,
     clip_questions,
@@ -65,10 +63,9 @@ from rrpo.toy.world import (
     existence_pair,
     motion_pair,
     order_question,
-    render_clip,
-    sample_scene,
     temporal_pairs,
 )
+from rrpo.toy.world import Scene, WorldConfig, render_clip, sample_scene
 
 FORMAT = "rrpo-toy-world"
 FORMAT_VERSION = 1
