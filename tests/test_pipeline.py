@@ -323,3 +323,32 @@ def test_bad_question_file_reports_every_problem(tmp_path: Path) -> None:
         )
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--frames", "0"], "--frames must be a whole number >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be a whole number >= 1, got 0"),
+        (["--num-perturbations", "0"], "--num-perturbations must be a whole number >= 1, got 0"),
+        (["--max-frames", "-3", "--fps", "1"], "--max-frames must be a whole number >= 1, got -3"),
+        (["--fps", "0"], "--fps must be > 0"),
+        (["--window", "1"], "--window must be a whole number >= 2"),
+        (["--mask-fraction", "0.5-1.2"], "--mask-fraction must lie strictly between 0 and 1"),
+        (["--perturb", "blur"], "--perturb 'blur': choose one of mask,"),
+        (["--frame-size", "0", "64"], "--frame-size must be two whole numbers >= 1"),
+        (["--shard", "3/2"], "--shard 3/2: need 0 <= i < n"),
+    ],
+)
+def test_generate_rejects_bad_settings_before_reading_anything(tmp_path, capsys, flags, message):
+    """Each bad setting is one line naming its flag, before the model or any record is read; nothing
+    is written (a run that would write no record is not silently 'done')."""
+    from rrpo.cli import main
+
+    out = tmp_path / "gen" / "pairs.jsonl"
+    args = ["generate", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "no-data.jsonl")]
+    assert main([*args, "--video-root", str(tmp_path), "--out", str(out), *flags]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.parent.exists()

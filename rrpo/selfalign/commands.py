@@ -83,24 +83,10 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     from rrpo.data.record import load_questions
     from rrpo.errors import RRPOError
-    from rrpo.selfalign.pipeline import GenerateConfig, generate_pairs, parse_shard
+    from rrpo.selfalign.pipeline import GenerateConfig, generate_pairs
 
+    cfg = GenerateConfig.from_args(args)  # checks every setting before any record is read
     questions = load_questions(args.data)  # validates every record up front
-    cfg = GenerateConfig(
-        perturb=args.perturb,
-        num_perturbations=args.num_perturbations,
-        frames=args.frames,
-        frame_size=tuple(args.frame_size) if args.frame_size else None,
-        fps=args.fps,
-        max_frames=args.max_frames,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        mask_fraction=args.mask_fraction,
-        window=args.window,
-        judge=args.judge,
-        shard=parse_shard(args.shard),
-    )
     llm = None
     if args.judge == "llm":
         if not args.judge_url:

@@ -15,6 +15,7 @@ joins the shard files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -58,6 +59,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 @dataclass
 class GenerateConfig:
+    """Settings of `rrpo generate`; each field is the flag of the same name (`--num-perturbations` ->
+    `num_perturbations`). Checked on construction: a bad value is a one-line RRPOError naming its flag."""
+
     perturb: str = "mask+local_shuffle"
     num_perturbations: int = 2
     frames: int = 16
@@ -71,6 +75,46 @@ class GenerateConfig:
     window: int = 4
     judge: str = "rule"  # rule | llm (llm also runs the LLM differ on open answers)
     shard: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        from rrpo.video.perturb import PERTURBATIONS
+
+        if self.perturb not in PERTURBATIONS:
+            raise RRPOError(f"--perturb {self.perturb!r}: choose one of {', '.join(PERTURBATIONS)}")
+        for flag, value in (
+            ("--num-perturbations", self.num_perturbations),
+            ("--frames", self.frames),
+            ("--max-frames", self.max_frames),
+            ("--batch-size", self.batch_size),
+            ("--max-new-tokens", self.max_new_tokens),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RRPOError(f"{flag} must be a whole number >= 1, got {value!r}")
+        if "local_shuffle" in self.perturb and (not isinstance(self.window, int) or self.window < 2):
+            raise RRPOError(f"--window must be a whole number >= 2 for a local shuffle, got {self.window!r}")
+        if self.frame_size is not None:
+            self.frame_size = tuple(self.frame_size)
+            if len(self.frame_size) != 2 or any(not isinstance(x, int) or x < 1 for x in self.frame_size):
+                raise RRPOError(f"--frame-size must be two whole numbers >= 1 (H W), got {self.frame_size!r}")
+        if self.fps is not None and not self.fps > 0:
+            raise RRPOError(f"--fps must be > 0, got {self.fps!r}")
+        if "mask" in self.perturb:
+            lo, hi = (
+                self.mask_fraction if isinstance(self.mask_fraction, tuple) else (self.mask_fraction,) * 2
+            )
+            if not (0 < lo <= hi < 1):
+                raise RRPOError(
+                    f"--mask-fraction must lie strictly between 0 and 1 (a range low-high), got {self.mask_fraction!r}"
+                )
+        if self.judge not in ("rule", "llm"):
+            raise RRPOError(f"--judge {self.judge!r}: choose rule or llm")
+
+    @classmethod
+    def from_args(cls, args: Any) -> GenerateConfig:
+        """The config of parsed `rrpo generate` flags: every field read from the flag of its name."""
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        values["shard"] = parse_shard(values.get("shard"))
+        return cls(**values)
 
 
 @dataclass
