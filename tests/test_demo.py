@@ -61,7 +61,7 @@ def test_every_number_in_the_report_comes_from_written_files(demo_run: Path) -> 
         assert results["training"][method]["seed0"]["loss"] == [
             r["loss"] for r in rows if "rewards/margins" in r
         ]
-    summary = json.loads((demo_run / "data" / "summary.json").read_text())
+    summary = json.loads((demo_run / "data" / "pairs.summary.json").read_text())
     assert results["data_generation"]["pairs_made"] == summary["pairs_made"] > 0
     pairs = (demo_run / "data" / "pairs.jsonl").read_text().splitlines()
     assert len(pairs) == summary["pairs_made"]

@@ -79,9 +79,11 @@ def test_pairs_rejects_and_summary(tmp_path: Path) -> None:
     pairs = [PreferencePair.from_dict(json.loads(line)) for line in out.read_text().splitlines()]
     # Masking 25-50% of 8 frames always blacks out at least one: every real record becomes a pair.
     assert summary["pairs_made"] == 4 and len(pairs) == 4
-    assert summary["rejects_by_reason"] == {"bad video": 1}
-    rejects = [json.loads(line) for line in (out.parent / "rejects.jsonl").read_text().splitlines()]
-    assert rejects[0]["id"] == "missing" and "not found" in rejects[0]["reason"]
+    # A missing video is retryable (fixed by a rerun), never a final reject.
+    assert summary["rejects_by_reason"] == {} and summary["retryable_by_reason"] == {"bad video": 1}
+    assert not (out.parent / "pairs.rejects.jsonl").read_text()
+    retry = [json.loads(line) for line in (out.parent / "pairs.retry.jsonl").read_text().splitlines()]
+    assert retry[0]["id"] == "missing" and "not found" in retry[0]["reason"]
     by_id = {p.id: p for p in pairs}
     mcq = by_id["q0"]
     assert (mcq.chosen, mcq.rejected) == ("(B) a red dog", "(A) a cat")
@@ -108,7 +110,7 @@ def test_correct_everywhere_goes_to_correct_file(tmp_path: Path) -> None:
         progress=False,
     )
     assert summary["pairs_made"] == 0 and summary["correct_on_every_perturbation"] == 2
-    assert len((tmp_path / "correct.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "pairs.correct.jsonl").read_text().splitlines()) == 2
     # A rerun finds everything done and calls the generator for nothing.
     calls = []
     summary2 = generate_pairs(
@@ -225,7 +227,7 @@ def test_open_answers_with_llm_judge_and_differ_and_retry_after_outage(tmp_path:
         summary = generate_pairs(qs, tmp_path, out, generator, cfg, llm=llm, progress=False)
     # The outage is reported, and nothing is written, so the next run retries the record.
     assert list(summary["llm_failures"]) == ["open1"] and summary["pairs_made"] == 0
-    assert not out.read_text() and not (tmp_path / "rejects.jsonl").read_text()
+    assert not out.read_text() and not (out.with_name(out.stem + ".rejects.jsonl")).read_text()
     with FakeOpenAIServer(default=_scripted_llm) as server:
         llm = LLMClient(server.base_url, "fake", cache_dir=tmp_path / "cache", max_retries=1, backoff=0.001)
         summary = generate_pairs(qs, tmp_path, out, generator, cfg, llm=llm, progress=False)
@@ -264,16 +266,16 @@ def test_generate_cli_with_tiny_model(tmp_path: Path) -> None:
         "2",
     ]
     assert main(args) == 0
-    summary = json.loads((out.parent / "summary.json").read_text())
+    summary = json.loads((out.parent / "pairs.summary.json").read_text())
     outcomes = sum(
         len((out.parent / f).read_text().splitlines())
-        for f in ("pairs.jsonl", "rejects.jsonl", "correct.jsonl")
+        for f in ("pairs.jsonl", "pairs.rejects.jsonl", "pairs.correct.jsonl")
     )
     assert summary["records_seen"] == 3 and outcomes == 3, "every record ends in exactly one file"
     assert summary["pairs_made"] + summary["correct_on_every_perturbation"] + summary["rejects"] == 3
     # Rerun: nothing left to do.
     assert main(args) == 0
-    assert json.loads((out.parent / "summary.json").read_text())["resumed_done"] == 3
+    assert json.loads((out.parent / "pairs.summary.json").read_text())["resumed_done"] == 3
 
 
 def test_bad_question_file_reports_every_problem(tmp_path: Path) -> None:

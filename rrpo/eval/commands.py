@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke tests)")
     e.add_argument("--out", required=True, type=Path)
     e.add_argument("--scoring", choices=("official", "paper"), default="official")
+    e.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start clean: delete the predictions and results in --out first (predictions of a run with other "
+        "settings are refused without it)",
+    )
     _add_judge_flags(e)
     e.set_defaults(func=run_eval_cmd)
 
@@ -169,8 +175,31 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
         limit=args.limit,
         judge=_judge_from(args, args.out / "judge_cache"),
         load_options=model_options(args),
+        fingerprint=eval_fingerprint(args),
+        overwrite=args.overwrite,
     )
     return 0
+
+
+def eval_fingerprint(args: argparse.Namespace) -> dict:
+    """What makes two `rrpo eval` runs share predictions: model, adapter, loading options, frames and
+    size, generation length, benchmark and annotations, rrpo's version (not scoring or judge: results
+    are scored again every run)."""
+    from rrpo import __version__
+    from rrpo.data.runs import model_identity
+
+    options = model_options(args)
+    return {
+        "rrpo": __version__,
+        "model": model_identity(args.model, options.get("revision")),
+        "adapter": model_identity(args.adapter),
+        "load_options": options,
+        "frames": args.frames,
+        "frame_size": args.frame_size,
+        "max_new_tokens": args.max_new_tokens,
+        "benchmark": args.benchmark,
+        "annotations": str(args.annotations.resolve()),
+    }
 
 
 def run_deviation_cmd(args: argparse.Namespace) -> int:

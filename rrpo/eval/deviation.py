@@ -33,7 +33,9 @@ def _examples(path: Path) -> list[dict[str, Any]]:
     for line, rec in enumerate(records, start=1):
         if "chosen" in rec:
             pair = PreferencePair.from_dict(rec, where=f"{path}:{line}")
-            out.append({"id": pair.id, "video": pair.video, "prompt": pair.model_prompt, "response": pair.chosen})
+            out.append(
+                {"id": pair.id, "video": pair.video, "prompt": pair.model_prompt, "response": pair.chosen}
+            )
         else:
             q = VideoQuestion.from_dict(rec, where=f"{path}:{line}")
             out.append(
@@ -64,7 +66,11 @@ def model_deviation(
     examples = _examples(Path(data))[:limit] if limit else _examples(Path(data))
     if vlm is None:
         vlm = load_model(
-            model_dir, adapter_dir=adapter_dir, num_frames=frames, frame_size=frame_size, **(load_options or {})
+            model_dir,
+            adapter_dir=adapter_dir,
+            num_frames=frames,
+            frame_size=frame_size,
+            **(load_options or {}),
         )
     if not hasattr(vlm.model, "disable_adapter"):
         raise RRPOError(f"{adapter_dir}: the model has no LoRA adapter to compare with its base")

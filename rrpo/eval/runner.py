@@ -4,7 +4,10 @@ Predictions are appended per question to `<out>/predictions.jsonl` ({"id", "pred
 `rrpo score` reads), so a rerun reuses them and only asks the model what is missing. Under
 `accelerate launch` each process answers every world_size-th question into its own
 `predictions.rank<r>.jsonl`; the main process merges them and scores. Questions whose video is missing
-are excluded, counted and listed in results.json, never silently dropped.
+are excluded, counted and listed in results.json, never silently dropped; an undecodable video is tried
+again by the next run. `<out>/run.json` holds the run's fingerprint (model, adapter, frames, pixels,
+benchmark, rrpo version): predictions of a different run are never reused unless `overwrite=True`
+(`--overwrite`), which starts clean.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
+from rrpo.data.runs import claim_output
 from rrpo.errors import RRPOError, VideoError
 
 
@@ -36,16 +40,20 @@ def run_eval(
     progress: bool = True,
     quiet: bool = False,
     load_options: dict[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Answer every question of `benchmark` with the model and score the answers; returns the results.
 
     `load_options`: further `load_model` keywords (revision, dtype, attn_implementation, fps,
-    max_frames, max_pixels)."""
+    max_frames, max_pixels). `fingerprint`: the run's settings, checked against `out_dir/run.json`
+    (`rrpo.data.runs`); `overwrite` deletes the earlier run's files first."""
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from rrpo.eval.benchmarks import BENCHMARKS
     from rrpo.eval.scoring import format_table, write_results
+
     if benchmark not in BENCHMARKS:
         raise RRPOError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(sorted(BENCHMARKS))}")
     bench = BENCHMARKS[benchmark]
@@ -58,6 +66,16 @@ def run_eval(
 
     # Without a GPU, accelerate sets up data parallelism only when told to run on the CPU (gloo).
     state = PartialState(cpu=not torch.cuda.is_available())
+    if state.is_main_process:
+        if overwrite:
+            for pattern in ("predictions*.jsonl", "undecodable.rank*.json", "results.json", "run.json"):
+                for old in out_dir.glob(pattern):
+                    old.unlink()
+        if fingerprint is not None:
+            claim_output(out_dir / "run.json", fingerprint, what=f"--out {out_dir}")
+    state.wait_for_everyone()
+    # This rank's undecodable list is rebuilt by this run: a video fixed since the last run counts again.
+    (out_dir / f"undecodable.rank{state.process_index}.json").unlink(missing_ok=True)
 
     present, missing = [], []
     for item in items:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from rrpo.models.options import add_model_options, model_options
 
@@ -70,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue an interrupted run (also the default: done ids are always skipped)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start clean: delete this --out and its sidecars first (a run with other settings is refused "
+        "without it)",
+    )
     p.set_defaults(func=_run_generate)
 
     m = sub.add_parser("merge-shards", help="join the outputs of `rrpo generate --shard i/n`")
@@ -86,6 +93,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from rrpo.selfalign.pipeline import GenerateConfig, generate_pairs
 
     cfg = GenerateConfig.from_args(args)  # checks every setting before any record is read
+    fingerprint = generate_fingerprint(args, cfg)  # before the frame size is resolved from the model
     questions = load_questions(args.data)  # validates every record up front
     llm = None
     if args.judge == "llm":
@@ -107,9 +115,51 @@ def _run_generate(args: argparse.Namespace) -> int:
     )
     if cfg.frame_size is None:
         cfg.frame_size = generator.frame_size
-    summary = generate_pairs(questions, args.video_root, args.out, generator, cfg, llm=llm)
+    summary = generate_pairs(
+        questions,
+        args.video_root,
+        args.out,
+        generator,
+        cfg,
+        llm=llm,
+        fingerprint=fingerprint,
+        overwrite=args.overwrite,
+    )
     print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=2))
+    if summary["retryable"]:
+        by_reason = ", ".join(f"{k}: {v}" for k, v in summary["retryable_by_reason"].items())
+        print(
+            f"{len(summary['retryable'])} record(s) failed for reasons a rerun can fix ({by_reason}); they are "
+            f"not marked done and are listed in {summary['files']['retry']}. Fix the cause and run the same "
+            "command again.",
+            file=sys.stderr,
+        )
+        return EXIT_RETRYABLE
     return 0
+
+
+# `rrpo generate` finished, but some records failed for reasons a rerun can fix (docs/RELIABILITY.md).
+EXIT_RETRYABLE = 3
+
+
+def generate_fingerprint(args: argparse.Namespace, cfg) -> dict:  # noqa: ANN001
+    """What makes two `rrpo generate` runs the same run (rrpo.data.runs): model, adapter, loading
+    options, every generation setting, the judge, rrpo's version."""
+    import dataclasses
+
+    from rrpo import __version__
+    from rrpo.data.runs import model_identity
+
+    options = model_options(args)
+    return {
+        "rrpo": __version__,
+        "model": model_identity(args.model, options.get("revision")),
+        "adapter": model_identity(args.adapter),
+        "backend": args.backend,
+        "load_options": options,
+        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
+        "judge_model": args.judge_model if cfg.judge == "llm" else None,
+    }
 
 
 class TransformersGenerator:

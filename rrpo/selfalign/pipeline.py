@@ -6,11 +6,17 @@ make a preference pair (ground truth preferred, the wrong answer not) whose diff
 differ marks as paired character spans.
 
 Every question ends in exactly one of three append-only files, one line each, keyed by its id:
-`pairs.jsonl` (a pair was made), `correct.jsonl` (answered correctly under every perturbation) or
-`rejects.jsonl` (why no pair: bad video, unparseable answer, judge failure, differ reject). A rerun
-skips ids already in any of them, so `kill -9` loses at most the records in flight and duplicates
-none. `--shard i/n` takes the records whose id hashes to i (stable across machines); `merge_shards`
-joins the shard files.
+`pairs.jsonl` (a pair was made), `pairs.correct.jsonl` (answered correctly under every perturbation) or
+`pairs.rejects.jsonl` (a verdict about the record itself: unparseable answer, unalignable spans). The
+sidecars are named after `--out` (or `--out DIR` writes DIR/pairs.jsonl and its sidecars). A rerun skips
+ids already in any of them, so `kill -9` loses at most the records in flight and duplicates none.
+
+Failures that a rerun can fix are never recorded as done: a missing or undecodable video, no judge
+for an open question, a judge or network error. They are counted in `pairs.summary.json`
+(`retryable`), listed in `pairs.retry.jsonl`, and tried again by the next run. `pairs.run.json` holds
+the run's fingerprint (model, frames, perturbation, seed, judge, rrpo version); a rerun with another
+one refuses to mix unless `overwrite=True` (`--overwrite`) starts clean. `--shard i/n` takes the
+records whose id hashes to i (stable across machines); `merge_shards` joins the shard files.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import numpy as np
 from rrpo.data.answers import canonical_wrong_answer, pair_texts, reference_answer
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
 from rrpo.data.prompts import question_prompt
-from rrpo.data.record import PreferencePair, VideoQuestion
+from rrpo.data.record import PreferencePair, VideoQuestion, write_jsonl_atomic
+from rrpo.data.runs import claim_output, differing_fields, fingerprint_id, write_json_atomic
 from rrpo.errors import RRPOError, VideoError
 from rrpo.llm.client import LLMError
 from rrpo.selfalign.differ import Diff, DiffReject, diff_answers
@@ -117,24 +124,64 @@ class GenerateConfig:
         return cls(**values)
 
 
+SIDECARS = ("rejects", "correct", "summary", "retry", "run")
+# Reject reasons a rerun can fix (files of rrpo versions that recorded them as rejects).
+RETRYABLE_PREFIXES = ("bad video", "judge error")
+
+
 @dataclass
 class OutputFiles:
     pairs: Path
     rejects: Path
     correct: Path
     summary: Path
+    retry: Path
+    run: Path
 
     @classmethod
     def for_out(cls, out: str | Path, shard: tuple[int, int] | None = None) -> OutputFiles:
+        """The files of `--out` (a pairs JSONL path, or a directory: DIR/pairs.jsonl). Sidecars are named
+        after the pairs file (`pairs.jsonl` -> `pairs.rejects.jsonl`, ...), so two outputs in one
+        directory never share one. An `--out` that is itself a sidecar name is refused."""
+        text = str(out)
         out = Path(out)
+        if out.is_dir() or text.endswith(("/", "\\")):
+            out = out / "pairs.jsonl"
+        for name in SIDECARS:
+            if out.name.endswith(f".{name}.jsonl") or out.name.endswith(f".{name}.json"):
+                raise RRPOError(
+                    f"--out {text}: that is the name of a sidecar file of another output; choose another"
+                )
         suffix = f".shard{shard[0]:02d}-of-{shard[1]:02d}" if shard else ""
         stem = out.stem + suffix
         return cls(
             pairs=out.with_name(f"{stem}{out.suffix or '.jsonl'}"),
-            rejects=out.with_name(f"rejects{suffix}.jsonl"),
-            correct=out.with_name(f"correct{suffix}.jsonl"),
-            summary=out.with_name(f"summary{suffix}.json"),
+            rejects=out.with_name(f"{stem}.rejects.jsonl"),
+            correct=out.with_name(f"{stem}.correct.jsonl"),
+            summary=out.with_name(f"{stem}.summary.json"),
+            retry=out.with_name(f"{stem}.retry.jsonl"),
+            run=out.with_name(f"{stem}.run.json"),
         )
+
+    def all(self) -> list[Path]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+    def remove(self) -> None:
+        """Start clean (`--overwrite`): delete every file of this output."""
+        for path in self.all():
+            path.unlink(missing_ok=True)
+
+    def check_no_legacy_sidecars(self) -> None:
+        """Outputs of rrpo versions that shared `rejects.jsonl` / `correct.jsonl` between every `--out`
+        of a directory: refuse rather than guess which run they belong to."""
+        legacy = [self.pairs.with_name(n) for n in ("rejects.jsonl", "correct.jsonl")]
+        found = [p for p in legacy if p.is_file() and p.stat().st_size]
+        if found and self.pairs.is_file() and not self.rejects.exists() and not self.correct.exists():
+            raise RRPOError(
+                f"{self.pairs.parent} holds {', '.join(p.name for p in found)} of an earlier rrpo version (shared by "
+                f"every output there); to continue that run rename them to {self.rejects.name} and "
+                f"{self.correct.name}, or pass --overwrite to start clean"
+            )
 
 
 @dataclass
@@ -147,6 +194,7 @@ class Summary:
     pairs_made: int = 0
     rejects_by_reason: Counter = field(default_factory=Counter)
     llm_failures: dict[str, str] = field(default_factory=dict)  # id -> reason; retried on the next run
+    retryable: dict[str, str] = field(default_factory=dict)  # id -> reason (llm failures included)
     judge_calls: int = 0
     judge_cache_hits: int = 0
     seconds: float = 0.0
@@ -155,6 +203,7 @@ class Summary:
         d = dict(self.__dict__)
         d["rejects_by_reason"] = dict(sorted(self.rejects_by_reason.items()))
         d["rejects"] = sum(self.rejects_by_reason.values())
+        d["retryable_by_reason"] = dict(sorted(Counter(map(_reason_key, self.retryable.values())).items()))
         return d
 
 
@@ -171,8 +220,13 @@ def generate_pairs(
     *,
     llm: Any = None,
     progress: bool = True,
+    fingerprint: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run the pipeline over `questions` and append results to the output files; returns the summary."""
+    """Run the pipeline over `questions` and append results to the output files; returns the summary.
+
+    `fingerprint` (the run's settings, `rrpo.data.runs`) is checked against the output's: a different
+    run refuses to mix unless `overwrite`, which deletes the output first."""
     from tqdm.auto import tqdm
 
     from rrpo.models.base import DECODE_MAX_PIXELS
@@ -180,6 +234,13 @@ def generate_pairs(
     from rrpo.video.perturb import perturb_frames
 
     files = OutputFiles.for_out(out, cfg.shard)
+    if overwrite:
+        files.remove()
+    files.check_no_legacy_sidecars()
+    _drop_retryable_rejects(files.rejects)  # written as final by older rrpo versions: try them again
+    if fingerprint is not None:
+        claim_output(files.run, fingerprint, what=f"--out {files.pairs}")
+    run_tag = {"run": fingerprint_id(fingerprint)} if fingerprint is not None else {}
     video_root = Path(video_root)
     summary = Summary(records_seen=len(questions))
     started = time.time()
@@ -197,6 +258,9 @@ def generate_pairs(
         todo = [q for q in todo if q.id not in done]
 
         def reject(q: VideoQuestion, reason: str, **extra: Any) -> None:
+            if _reason_key(reason) in RETRYABLE_PREFIXES:
+                summary.retryable[q.id] = reason  # not done: the next run tries it again
+                return
             rejects_out.append({"id": q.id, "reason": reason, "video": q.video, **extra})
             summary.rejects_by_reason[_reason_key(reason)] += 1
 
@@ -241,7 +305,7 @@ def generate_pairs(
             for q in batch:
                 if q.id not in by_record:
                     continue  # rejected above
-                _finish_record(q, by_record[q.id], cfg, llm, pairs_out, correct_out, reject, summary)
+                _finish_record(q, by_record[q.id], cfg, llm, pairs_out, correct_out, reject, summary, run_tag)
                 summary.processed += 1
             bar.update(len(batch))
         bar.close()
@@ -256,12 +320,25 @@ def generate_pairs(
         "pairs": len(read_jsonl(files.pairs)),
         "rejects": len(read_jsonl(files.rejects)),
         "correct": len(read_jsonl(files.correct)),
+        "retryable": len(summary.retryable),
     }
-    files.summary.write_text(json.dumps(result, indent=2))
+    write_jsonl_atomic(files.retry, [{"id": k, "reason": v} for k, v in sorted(summary.retryable.items())])
+    write_json_atomic(files.summary, result)
     return result
 
 
-def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary) -> None:  # noqa: ANN001
+def _drop_retryable_rejects(path: Path) -> None:
+    """Remove reject lines whose reason a rerun can fix (bad video, judge errors), as older rrpo versions
+    wrote them, so that those records are tried again. Atomic; a no-op when there are none."""
+    if not path.is_file():
+        return
+    rows = read_jsonl(path)
+    keep = [r for r in rows if _reason_key(str(r.get("reason", ""))) not in RETRYABLE_PREFIXES]
+    if len(keep) != len(rows):
+        write_jsonl_atomic(path, keep)
+
+
+def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary, run_tag) -> None:  # noqa: ANN001
     """Judge one record's answers and write exactly one outcome line (or none, when the LLM endpoint
     failed, so that a rerun retries it)."""
     verdicts = []
@@ -273,7 +350,7 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
             return
         if verdict.correct is None and verdict.reason.startswith("llm judge failed"):
             # The endpoint failed after its retries: nothing is written, so a rerun tries this record again.
-            summary.llm_failures[q.id] = verdict.reason
+            summary.llm_failures[q.id] = summary.retryable[q.id] = verdict.reason
             return
         verdicts.append((pred, info, verdict))
     wrong = [(p, i, v) for p, i, v in verdicts if v.correct is False]
@@ -308,7 +385,7 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
         )
         return
     except LLMError as err:
-        summary.llm_failures[q.id] = f"llm differ failed: {err.reason}"
+        summary.llm_failures[q.id] = summary.retryable[q.id] = f"llm differ failed: {err.reason}"
         return
     pair = PreferencePair(
         id=q.id,
@@ -323,6 +400,7 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
         answer_type=q.answer_type,
         source="rrpo-generate",
         metadata={
+            **run_tag,
             "prediction": pred,
             "perturbation": info.to_dict(),
             "differ": diff.method,
@@ -337,33 +415,48 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
 
 
 def merge_shards(out: str | Path, num_shards: int) -> dict[str, Any]:
-    """Join `<out>.shardII-of-NN` files (pairs, rejects, correct) into the unsharded files, checking that
-    every shard is present and that no id appears twice."""
-    totals: dict[str, int] = {}
+    """Join the `--shard i/n` outputs of `out` (pairs, rejects, correct, retry) into the unsharded files,
+    checking that every shard is present, that all were made by one run (their fingerprints differ only
+    in the shard) and that no id appears twice. All-or-nothing: every check runs before any file is
+    written, and each merged file is written atomically."""
     target = OutputFiles.for_out(out)
     shards = [OutputFiles.for_out(out, (i, num_shards)) for i in range(num_shards)]
     missing = [str(s.pairs) for s in shards if not s.pairs.exists()]
     if missing:
         raise RRPOError(f"missing shard output(s): {', '.join(missing)}")
-    for kind in ("pairs", "rejects", "correct"):
-        seen: set[str] = set()
+    runs = [json.loads(s.run.read_text(encoding="utf-8"))["fingerprint"] for s in shards if s.run.is_file()]
+    merged_run = {**runs[0], "shard": None} if runs else None
+    for s, run in zip(shards, runs):
+        diff = differing_fields({**run, "shard": None}, merged_run)
+        if diff:
+            raise RRPOError(
+                f"{s.run}: shard made by a different run than shard 0 (differs in: {', '.join(diff)})"
+            )
+    merged: dict[str, list[dict]] = {}
+    for kind in ("pairs", "rejects", "correct", "retry"):
         dest = getattr(target, kind)
-        if dest.exists() and dest.stat().st_size:
+        if kind != "retry" and dest.exists() and dest.stat().st_size:
             raise RRPOError(f"{dest} already exists and is not empty; remove it to merge again")
-        with dest.open("w") as f:
-            for s in shards:
-                path = getattr(s, kind)
-                for rec in read_jsonl(path) if path.exists() else []:
-                    if rec["id"] in seen:
-                        raise RRPOError(f"id {rec['id']!r} appears in more than one shard ({path})")
-                    seen.add(rec["id"])
-                    f.write(json.dumps(rec) + "\n")
-        totals[kind] = len(seen)
+        seen: set[str] = set()
+        rows = []
+        for s in shards:
+            path = getattr(s, kind)
+            for rec in read_jsonl(path) if path.exists() else []:
+                if rec["id"] in seen:
+                    raise RRPOError(f"id {rec['id']!r} appears in more than one shard ({path})")
+                seen.add(rec["id"])
+                rows.append(rec)
+        merged[kind] = rows
+    for kind, rows in merged.items():
+        write_jsonl_atomic(getattr(target, kind), rows)
+    if merged_run is not None:
+        write_json_atomic(target.run, {"fingerprint": merged_run, "id": fingerprint_id(merged_run)})
+    totals = {kind: len(rows) for kind, rows in merged.items()}
     merged_summary: dict[str, Any] = {"shards": num_shards, "totals": totals, "rejects_by_reason": Counter()}
     for s in shards:
         if s.summary.exists():
             part = json.loads(s.summary.read_text())
             merged_summary["rejects_by_reason"].update(part.get("rejects_by_reason", {}))
     merged_summary["rejects_by_reason"] = dict(merged_summary["rejects_by_reason"])
-    target.summary.write_text(json.dumps(merged_summary, indent=2))
+    write_json_atomic(target.summary, merged_summary)
     return merged_summary

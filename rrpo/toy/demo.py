@@ -7,7 +7,7 @@ training clips (rule judge, rule differ) -> RRPO (LoRA) and DPO at the same sett
 deviation (KL from the base) of each adapter -> `report.md`, `results.json` and PNG plots.
 
 Every number in report.md is read from results.json, which is assembled from the files the stages
-wrote (summary.json, metrics.jsonl, results.json of each evaluation, deviation.json).
+wrote (pairs.summary.json, metrics.jsonl, results.json of each evaluation, deviation.json).
 """
 
 from __future__ import annotations

@@ -88,5 +88,3 @@ class LongVideoBench(Benchmark):
         else:
             letter = first_letter(prediction, LETTERS[: len(item.options)])
         return letter, letter == item.answer, ""
-
-

@@ -53,5 +53,3 @@ class MLVU(Benchmark):
         metrics = {"accuracy": pct(correct, total), **{f"task/{k}": v["accuracy"] for k, v in tasks.items()}}
         tally.notes.append(f"M-Avg = unweighted mean over {len(tasks)} task(s)")
         return tally.result("m_avg", {"m_avg": m_avg}, metrics, {"task": tasks})
-
-

@@ -120,5 +120,3 @@ class VideoHallucer(Benchmark):
         }
         tally.notes.append(f"headline = mean over {n} categor{'y' if n == 1 else 'ies'} of pair accuracy")
         return tally.result("overall", summary, metrics, groups)
-
-

@@ -127,5 +127,3 @@ class VideoMME(Benchmark):
                 "denominator (official Video-MME rule)"
             )
         return tally.result("overall", summary, metrics, groups)
-
-
