@@ -1,0 +1,196 @@
+"""The fault matrix (issue 15, docs/RELIABILITY.md): each case driven through the CLI on a tiny model and
+synthetic videos. Nothing lost, nothing mixed, nothing permanent by accident."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rrpo.cli import main
+from rrpo.data.record import VideoQuestion
+from rrpo.video import write_video
+
+EXIT_RETRYABLE = 3
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """A tiny qwen2-vl (4 frames), four clips under videos/, and a questions file (mcq + yes/no)."""
+    from rrpo.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("faults")
+    model = build_tiny_model("qwen2-vl", root / "model", num_frames=4, seed=0)
+    other = build_tiny_model("qwen2-vl", root / "other-model", num_frames=4, seed=1)
+    videos = root / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(4):
+        write_video(videos / f"v{i}.mp4", rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), fps=8)
+        if i % 2:
+            q = VideoQuestion(f"q{i}", f"v{i}.mp4", f"Is it there {i}?", "yes", "yesno")
+        else:
+            q = VideoQuestion(
+                f"q{i}", f"v{i}.mp4", f"What is it {i}?", "B", "mcq", ["a cat", "a dog", "a bird"]
+            )
+        records.append(q.validate().to_dict())
+    data = root / "questions.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return {"root": root, "model": model, "other": other, "videos": videos, "data": data}
+
+
+def generate(world, out: Path, *extra: str, video_root: Path | None = None, data: Path | None = None) -> int:
+    args = ["generate", "--model", str(world["model"]), "--data", str(data or world["data"])]
+    args += ["--video-root", str(video_root or world["videos"]), "--out", str(out), "--frames", "4"]
+    return main([*args, "--max-new-tokens", "4", "--num-perturbations", "2", *extra])
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# -- 1. a mistake never becomes a permanent reject ------------------------------------------------------
+def test_wrong_video_root_is_retryable_and_the_fixed_rerun_equals_a_clean_run(world, tmp_path, capsys):
+    clean = tmp_path / "clean" / "pairs.jsonl"
+    assert generate(world, clean) == 0
+    out = tmp_path / "fixed" / "pairs.jsonl"
+    assert generate(world, out, video_root=tmp_path / "not-the-videos") == EXIT_RETRYABLE
+    err = capsys.readouterr().err
+    assert "4 record(s) failed for reasons a rerun can fix (bad video: 4)" in err
+    summary = json.loads(out.with_name("pairs.summary.json").read_text())
+    assert summary["retryable_by_reason"] == {"bad video": 4} and summary["rejects"] == 0
+    assert (
+        lines(out.with_name("pairs.rejects.jsonl")) == []
+        and len(lines(out.with_name("pairs.retry.jsonl"))) == 4
+    )
+    assert generate(world, out) == 0  # the corrected rerun processes every record
+    summary = json.loads(out.with_name("pairs.summary.json").read_text())
+    assert summary["resumed_done"] == 0 and summary["processed"] == 4 and summary["retryable"] == {}
+    assert lines(out) == lines(clean)
+    for side in ("rejects", "correct"):
+        assert lines(out.with_name(f"pairs.{side}.jsonl")) == lines(clean.with_name(f"pairs.{side}.jsonl"))
+    assert lines(out.with_name("pairs.retry.jsonl")) == []
+
+
+def test_open_questions_without_a_judge_are_retried_by_a_run_with_one(world, tmp_path):
+    data = tmp_path / "open.jsonl"
+    q = VideoQuestion("open1", "v0.mp4", "What happens?", "A cat sits.", "open").validate()
+    data.write_text(json.dumps(q.to_dict()) + "\n")
+    out = tmp_path / "pairs.jsonl"
+    assert generate(world, out, data=data) == EXIT_RETRYABLE
+    summary = json.loads(out.with_name("pairs.summary.json").read_text())
+    assert list(summary["retryable"]) == ["open1"] and "LLM judge" in summary["retryable"]["open1"]
+    assert lines(out.with_name("pairs.rejects.jsonl")) == []
+
+
+def test_older_rrpo_retryable_rejects_are_tried_again(world, tmp_path):
+    """A rejects file of an rrpo that recorded bad videos as final: those records run again."""
+    out = tmp_path / "pairs.jsonl"
+    out.write_text("")
+    out.with_name("pairs.rejects.jsonl").write_text(
+        json.dumps({"id": "q0", "reason": "bad video: not found", "video": "v0.mp4"}) + "\n"
+    )
+    assert generate(world, out) == 0
+    summary = json.loads(out.with_name("pairs.summary.json").read_text())
+    assert summary["resumed_done"] == 0 and summary["processed"] == 4
+
+
+# -- 2. output of a different run is never reused silently ----------------------------------------------
+def test_a_rerun_with_other_settings_is_refused_naming_the_fields(world, tmp_path, capsys):
+    out = tmp_path / "pairs.jsonl"
+    assert generate(world, out) == 0
+    before = out.read_text()
+    capsys.readouterr()
+    assert generate(world, out, "--seed", "1", "--perturb", "mask") == 1
+    err = capsys.readouterr().err
+    assert "different run (differs in: perturb, seed" in err and "--overwrite" in err
+    assert out.read_text() == before
+    args = ["--model", str(world["other"])]
+    assert main(["generate", *args, "--data", str(world["data"]), "--video-root", str(world["videos"]),
+                 "--out", str(out), "--frames", "4", "--max-new-tokens", "4"]) == 1  # fmt: skip
+    assert "differs in: model" in capsys.readouterr().err
+    assert generate(world, out, "--seed", "1", "--overwrite") == 0  # start clean
+    run = json.loads(out.with_name("pairs.run.json").read_text())
+    assert run["fingerprint"]["seed"] == 1
+    assert all(p["metadata"]["run"] == run["id"] for p in lines(out))  # pairs record their run
+
+
+def test_outputs_in_one_directory_have_their_own_sidecars(world, tmp_path):
+    a, b = tmp_path / "pairs_seed0.jsonl", tmp_path / "pairs_seed1.jsonl"
+    assert generate(world, a) == 0
+    assert generate(world, b, "--seed", "1") == 0
+    for out in (a, b):
+        summary = json.loads(out.with_name(f"{out.stem}.summary.json").read_text())
+        assert summary["resumed_done"] == 0 and summary["records_in_shard"] == 4
+    assert not (tmp_path / "rejects.jsonl").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_out_as_a_directory_and_sidecar_names_refused(world, tmp_path, capsys):
+    d = tmp_path / "gen"
+    d.mkdir()
+    assert generate(world, d) == 0
+    assert (d / "pairs.jsonl").is_file() and (d / "pairs.summary.json").is_file()
+    assert generate(world, d / "pairs.rejects.jsonl") == 1
+    assert "sidecar" in capsys.readouterr().err
+
+
+def test_legacy_shared_sidecars_are_refused_not_guessed(world, tmp_path, capsys):
+    out = tmp_path / "pairs.jsonl"
+    out.write_text("")
+    (tmp_path / "rejects.jsonl").write_text(json.dumps({"id": "q0", "reason": "differ: x"}) + "\n")
+    assert generate(world, out) == 1
+    err = capsys.readouterr().err
+    assert "earlier rrpo version" in err and "pairs.rejects.jsonl" in err
+
+
+def test_merge_shards_refuses_shards_of_different_runs(world, tmp_path, capsys):
+    out = tmp_path / "pairs.jsonl"
+    assert generate(world, out, "--shard", "0/2") in (0, EXIT_RETRYABLE)
+    assert generate(world, out, "--shard", "1/2", "--seed", "5") in (0, EXIT_RETRYABLE)
+    capsys.readouterr()
+    assert main(["merge-shards", "--out", str(out), "--num-shards", "2"]) == 1
+    assert "different run than shard 0 (differs in: seed)" in capsys.readouterr().err
+    assert not out.exists()  # nothing half-merged
+
+
+def test_eval_refuses_predictions_of_another_model(world, tmp_path, capsys):
+    from rrpo.toy.splits import generate_dataset
+
+    toy = tmp_path / "toy"
+    generate_dataset(toy, seed=1, n_pretrain=1, n_train=1, n_test=2, n_prior_break=1, progress=False)
+    ev = tmp_path / "ev"
+    base = ["eval", "--benchmark", "mvbench", "--annotations", str(toy / "benchmarks" / "temporal")]
+    base += ["--video-root", str(toy), "--out", str(ev), "--frames", "4", "--max-new-tokens", "4"]
+    assert main([*base, "--model", str(world["model"])]) == 0
+    predictions = (ev / "predictions.jsonl").read_text()
+    capsys.readouterr()
+    assert main([*base, "--model", str(world["other"])]) == 1
+    assert "differs in: model" in capsys.readouterr().err
+    assert (ev / "predictions.jsonl").read_text() == predictions
+    assert main([*base, "--model", str(world["other"]), "--overwrite"]) == 0
+    results = json.loads((ev / "results.json").read_text())
+    assert results["meta"]["model"] == str(world["other"])
+
+
+def test_eval_retries_a_video_fixed_since_the_last_run(world, tmp_path):
+    from rrpo.toy.splits import generate_dataset
+
+    toy = tmp_path / "toy"
+    generate_dataset(toy, seed=1, n_pretrain=1, n_train=1, n_test=2, n_prior_break=1, progress=False)
+    items = json.loads(next((toy / "benchmarks" / "temporal").rglob("*.json")).read_text())
+    victim = toy / items[0]["video"]
+    good = victim.read_bytes()
+    victim.write_bytes(b"not a video")
+    ev = tmp_path / "ev"
+    args = ["eval", "--benchmark", "mvbench", "--annotations", str(toy / "benchmarks" / "temporal")]
+    args += ["--video-root", str(toy), "--out", str(ev), "--frames", "4", "--model", str(world["model"])]
+    assert main(args) == 0
+    assert json.loads((ev / "results.json").read_text())["excluded_videos_count"] >= 1
+    victim.write_bytes(good)
+    assert main(args) == 0
+    assert json.loads((ev / "results.json").read_text())["excluded_videos_count"] == 0
+    shutil.rmtree(toy)
