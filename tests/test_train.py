@@ -177,7 +177,9 @@ def test_resume_continues_from_last_checkpoint(world, tmp_path) -> None:
     out = tmp_path / "run"
     train(_cfg(world, out, max_steps=2, save_steps=1))
     assert (out / "checkpoint-2").is_dir()
-    # As if the run had been killed after logging step 3 but before its checkpoint was written.
+    # As if the run had been killed after logging step 3 but before its checkpoint was written (a killed
+    # run writes no final summary: a finished one is not resumed, see test_faults).
+    (out / "train_summary.json").unlink()
     with (out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 3, "loss": 9.9}) + "\n")
     summary = train(_cfg(world, out, max_steps=3, save_steps=1, resume=True))

@@ -45,6 +45,12 @@ class RRPOConfig(TrainingArguments):
         metadata=_help("output directory (adapter, config, metrics.jsonl, checkpoints)", aliases=["--out"]),
     )
     resume: bool = field(default=False, metadata=_help("continue from the last complete checkpoint in --out"))
+    overwrite: bool = field(
+        default=False,
+        metadata=_help(
+            "start clean: delete the adapter, checkpoints, metrics and summary of an earlier run in --out"
+        ),
+    )
     # ---- objective
     loss_type: str = field(
         default="rrpo",

@@ -13,54 +13,24 @@ The Trainer brings accelerate, DeepSpeed ZeRO-2/3, FSDP, gradient accumulation, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from rrpo.data.record import PreferencePair, read_pairs
 from rrpo.errors import RRPOError, VideoError
 from rrpo.losses.registry import PreferenceLoss
+from rrpo.train import rundir
 from rrpo.train.config import RRPOConfig
-
-
-@dataclass
-class SkipLedger:
-    """Every pair that was not trained on, with the reason, plus truncation counts."""
-
-    total: int = 0
-    skipped: dict[str, str] = field(default_factory=dict)  # pair id -> reason
-    truncated: set[str] = field(default_factory=set)
-
-    def skip(self, pair_id: str, reason: str) -> None:
-        self.skipped.setdefault(pair_id, reason)
-
-    def by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = defaultdict(int)
-        for reason in self.skipped.values():
-            counts[reason.split(":")[0]] += 1
-        return dict(sorted(counts.items()))
-
-    def fraction(self) -> float:
-        return len(self.skipped) / self.total if self.total else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "pairs_read": self.total,
-            "pairs_used": self.total - len(self.skipped),
-            "pairs_skipped": len(self.skipped),
-            "skipped_by_reason": self.by_reason(),
-            "skipped": [{"id": k, "reason": v} for k, v in sorted(self.skipped.items())],
-            "pairs_truncated": len(self.truncated),
-        }
+from rrpo.train.rundir import SkipLedger
 
 
 def preflight(
@@ -121,9 +91,9 @@ class PairDataset(torch.utils.data.Dataset):
                 self.ledger.skip(pair.id, f"too long: {err}")
                 continue
             if getattr(encoded, "truncated", False):
-                self.ledger.truncated.add(pair.id)
+                self.ledger.mark_truncated(pair.id)
             return encoded
-        raise RRPOError("every pair was skipped; see the reasons above")
+        raise RRPOError(f"every pair was skipped: {self.ledger.describe()}")
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -249,24 +219,59 @@ class RRPOTrainer(Trainer):
 
 
 def train(cfg: RRPOConfig) -> dict[str, Any]:
-    """Train a LoRA adapter with `cfg.loss_type`; returns the run summary (also written to disk)."""
-    from peft import LoraConfig, get_peft_model
-
-    from rrpo.models import collate_pairs, load_model
-
+    """Train a LoRA adapter with `cfg.loss_type`; returns the run summary (also written to disk, with
+    `status` "finished", or "failed" and the error when the run fails; docs/RELIABILITY.md)."""
     for name in ("model", "data", "output_dir"):
         if not cfg._given.get(name):
             raise RRPOError(f"--{'out' if name == 'output_dir' else name} is required")
     output_dir, video_root = Path(cfg.output_dir), Path(cfg.video_root)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = None
-    if cfg.resume:
-        resume_from = get_last_checkpoint(str(output_dir))
-        if resume_from is None:
-            raise RRPOError(f"--resume: no checkpoint-* directory in {output_dir}")
+    main = rundir.is_main_process()
+    with rundir.RunDirLock(output_dir) if main else contextlib.nullcontext():
+        resume_from = None
+        if cfg.resume:
+            done = rundir.read_summary(output_dir)
+            if done is not None and done.get("status", "finished") == "finished":
+                print(
+                    f"{output_dir}: this run already finished (step {done.get('global_step')}); nothing to resume"
+                )
+                return {**done, "already_finished": True}
+            resume_from = rundir.last_complete_checkpoint(output_dir)
+            if resume_from is None:
+                raise RRPOError(f"--resume: no complete checkpoint-* directory in {output_dir}")
+            resume_from = str(resume_from)
+        elif rundir.holds_a_run(output_dir):
+            if not cfg.overwrite:
+                raise RRPOError(
+                    f"{output_dir} holds an earlier run; pass --resume to continue it or --overwrite to start clean"
+                )
+            if main:
+                rundir.clear_run(output_dir)
+        ledger = SkipLedger(path=output_dir / rundir.SKIPS_FILE)
+        try:
+            return _train(cfg, output_dir, video_root, resume_from, ledger, main)
+        except BaseException as err:
+            if main:  # what happened, with every skip so far, for the user and for a rerun
+                reason = str(err) or type(err).__name__
+                rundir.write_summary(
+                    output_dir, {"status": "failed", "error": reason[:2000], **ledger.summary()}
+                )
+            raise
+
+
+def _train(
+    cfg: RRPOConfig,
+    output_dir: Path,
+    video_root: Path,
+    resume_from: str | None,
+    ledger: SkipLedger,
+    main: bool,
+) -> dict[str, Any]:
+    from peft import LoraConfig, get_peft_model
+
+    from rrpo.models import collate_pairs, load_model
 
     loss = PreferenceLoss.from_config(cfg)
-    ledger = SkipLedger()
     pairs = read_pairs(cfg.data)
     ledger.total = len(pairs)
     if not pairs:
@@ -295,17 +300,11 @@ def train(cfg: RRPOConfig) -> dict[str, Any]:
     peft_model = get_peft_model(vlm.model, lora)
     vlm.model = peft_model
     model = PairForward(peft_model, vlm, cfg.chunk_size)
-    metrics_path = output_dir / "metrics.jsonl"
-    if metrics_path.exists():
+    metrics_path = output_dir / rundir.METRICS_FILE
+    if main:
         # A fresh run starts a fresh log; a resumed one keeps the rows up to its checkpoint, so steps
         # logged after that checkpoint (and redone now) are not in the file twice.
-        upto = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
-        kept = [
-            line
-            for line in metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= upto
-        ]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
+        rundir.trim_metrics(metrics_path, int(Path(resume_from).name.split("-")[-1]) if resume_from else 0)
     trainer = RRPOTrainer(
         model=model,
         args=cfg,
@@ -319,6 +318,7 @@ def train(cfg: RRPOConfig) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(output_dir))  # the LoRA adapter, peft format
     summary = {
+        "status": "finished",
         "output_dir": str(output_dir),
         "loss_type": cfg.loss_type,
         "global_step": trainer.state.global_step,
@@ -332,7 +332,7 @@ def train(cfg: RRPOConfig) -> dict[str, Any]:
         summary["ranks_in_sync"] = in_sync
     if trainer.is_world_process_zero():
         cfg.save(output_dir)
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        rundir.write_summary(output_dir, summary)
     _check_skips(ledger, cfg)
     return summary
 
@@ -355,9 +355,4 @@ def _ranks_in_sync(model: torch.nn.Module) -> bool | None:
 
 def _check_skips(ledger: SkipLedger, cfg: RRPOConfig) -> None:
     if ledger.skipped and ledger.fraction() > cfg.max_skip_fraction:
-        reasons = ", ".join(f"{k}: {v}" for k, v in ledger.by_reason().items())
-        raise RRPOError(
-            f"{len(ledger.skipped)} of {ledger.total} pairs skipped ({reasons}), more than "
-            f"max_skip_fraction={cfg.max_skip_fraction}; first: "
-            + "; ".join(f"{k} ({v})" for k, v in list(ledger.skipped.items())[:3])
-        )
+        raise RRPOError(f"{ledger.describe()}: more than max_skip_fraction={cfg.max_skip_fraction}")

@@ -1,0 +1,110 @@
+"""The fault matrix for `rrpo train` (issue 15, docs/RELIABILITY.md), through the CLI on a tiny Qwen2-VL:
+one writer per --out, resume only from a complete checkpoint, a finished run is not trained again, a
+summary even when a run fails, skips seen by dataloader workers reach the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rrpo.cli import main
+from rrpo.data.record import PreferencePair, write_pairs
+from rrpo.video import write_video
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    from rrpo.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("train_faults")
+    model = build_tiny_model("qwen2-vl", root / "model", num_frames=4)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(6):
+        write_video(root / "videos" / f"v{i}.mp4", rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8), fps=4)
+        pairs.append(
+            PreferencePair(f"p{i}", f"videos/v{i}.mp4", f"Question {i}?", "Yes", "No", [(0, 3)], [(0, 2)])
+        )
+    write_pairs(root / "pairs.jsonl", pairs)
+    (root / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    broken = [*pairs, PreferencePair("broken", "videos/broken.mp4", "Q?", "Yes", "No", [(0, 3)], [(0, 2)])]
+    write_pairs(root / "with_broken.jsonl", broken)
+    return {"root": root, "model": model, "pairs": root / "pairs.jsonl", "with_broken": root / "with_broken.jsonl"}
+
+
+def train(world, out: Path, *extra: str, data: Path | None = None) -> int:
+    args = ["train", "--model", str(world["model"]), "--data", str(data or world["pairs"])]
+    args += ["--video-root", str(world["root"]), "--out", str(out), "--frames", "4", "--lora-r", "4"]
+    args += ["--lora-alpha", "8", "--batch-size", "2", "--warmup-ratio", "0", "--learning-rate", "5e-3"]
+    return main([*args, "--report_to", "none", *extra])
+
+
+def steps_logged(out: Path) -> list[int]:
+    return [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_resume_passes_over_an_incomplete_newest_checkpoint(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(world, out, "--max_steps", "2", "--save_steps", "1") == 0
+    # As after a kill (or a full disk) while checkpoint-2 was being saved: no trainer state, no summary.
+    (out / "checkpoint-2" / "trainer_state.json").unlink()
+    (out / "train_summary.json").unlink()
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')  # a half-written last metrics line
+    capsys.readouterr()
+    assert train(world, out, "--max_steps", "3", "--save_steps", "1", "--resume") == 0
+    printed = capsys.readouterr().out
+    assert "checkpoint-2 is incomplete (no trainer_state.json)" in printed and "dropped 1 unreadable line" in printed
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 3
+    assert steps_logged(out) == [1, 2, 3]  # resumed after step 1: step 2 redone, logged once
+
+
+def test_resume_of_a_finished_run_trains_nothing(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(world, out, "--max_steps", "2", "--save_steps", "1") == 0
+    adapter = (out / "adapter_model.safetensors").read_bytes()
+    metrics = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert train(world, out, "--max_steps", "2", "--save_steps", "1", "--resume") == 0
+    assert "already finished (step 2); nothing to resume" in capsys.readouterr().out
+    assert (out / "adapter_model.safetensors").read_bytes() == adapter
+    assert (out / "metrics.jsonl").read_text() == metrics
+
+
+def test_a_second_run_into_one_out_is_refused(world, tmp_path, capsys):
+    from rrpo.train.rundir import RunDirLock
+
+    out = tmp_path / "run"
+    assert train(world, out, "--max_steps", "1") == 0
+    capsys.readouterr()
+    assert train(world, out, "--max_steps", "1") == 1  # a fresh run on top of a finished one
+    assert "holds an earlier run; pass --resume to continue it or --overwrite" in capsys.readouterr().err
+    with RunDirLock(out):  # another rrpo train is running there
+        assert train(world, out, "--max_steps", "1", "--overwrite") == 1
+        assert "another rrpo train is writing to this --out" in capsys.readouterr().err
+    (out / "notes.txt").write_text("mine")  # not rrpo's: kept by --overwrite
+    assert train(world, out, "--max_steps", "2", "--overwrite") == 0
+    assert steps_logged(out) == [1, 2] and (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_run_writes_its_summary_with_every_skip(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(world, out, "--max_steps", "1", "--max_skip_fraction", "0", data=world["with_broken"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 7 pairs skipped (bad video: 1); first: broken" in err
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "failed" and "max_skip_fraction" in summary["error"]
+    assert [s["id"] for s in summary["skipped"]] == ["broken"]
+
+
+def test_skips_in_dataloader_workers_reach_the_summary(world, tmp_path):
+    out = tmp_path / "run"
+    args = ["--max_steps", "4", "--dataloader_num_workers", "2", "--max_skip_fraction", "0.5"]
+    assert train(world, out, *args, data=world["with_broken"]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["pairs_skipped"] == 1 and summary["skipped_by_reason"] == {"bad video": 1}
+    assert summary["skipped"][0]["id"] == "broken"
