@@ -9,6 +9,7 @@ missing or fails to import does not break the others.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -72,7 +73,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rrpo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        # A full disk, a read-only or forbidden output: say so and where; what was written is resumable.
+        reason = DISK_ERRORS.get(err.errno)
+        if reason is None:
+            raise
+        where = err.filename or "an output file"
+        print(
+            f"rrpo {args.command}: error: cannot write {where}: {reason}; free space or fix permissions, then "
+            "run the same command again (work written so far is kept and resumed)",
+            file=sys.stderr,
+        )
+        return 1
     return int(result or 0)
+
+
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 
 if __name__ == "__main__":

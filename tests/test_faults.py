@@ -194,3 +194,52 @@ def test_eval_retries_a_video_fixed_since_the_last_run(world, tmp_path):
     assert main(args) == 0
     assert json.loads((ev / "results.json").read_text())["excluded_videos_count"] == 0
     shutil.rmtree(toy)
+
+
+# -- 4. crashes become one-line errors -------------------------------------------------------------------
+def test_non_utf8_bytes_in_questions_and_pairs_are_named_by_line(world, tmp_path, capsys):
+    data = tmp_path / "questions.jsonl"
+    good = world["data"].read_bytes().splitlines(keepends=True)
+    data.write_bytes(good[0] + b'{"id": "q9", "video": "v0.mp4", "question": "caf\xe9?", "answer": "yes"}\n')
+    assert generate(world, tmp_path / "pairs.jsonl", data=data) == 1
+    err = capsys.readouterr().err
+    assert "line 2" in err and "not UTF-8 text (byte 0xe9" in err and "Traceback" not in err
+    pairs = tmp_path / "pairs_in.jsonl"
+    pairs.write_bytes(b'{"id": "p\xff"}\n')
+    args = ["train", "--model", str(world["model"]), "--data", str(pairs), "--out", str(tmp_path / "run")]
+    assert main(args) == 1
+    assert "pairs_in.jsonl line 1" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (needs mount rights: skipped with the reason where they are missing)."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip() or done.returncode}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_disk_full_says_so_and_the_rerun_completes(world, tiny_disk, tmp_path, capsys):
+    clean = tmp_path / "clean" / "pairs.jsonl"
+    assert generate(world, clean) == 0
+    filler = tiny_disk / "filler"
+    with filler.open("wb", buffering=0) as f:  # leave almost nothing free
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    out = tiny_disk / "gen" / "pairs.jsonl"
+    capsys.readouterr()
+    assert generate(world, out) == 1
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "Traceback" not in err and "run the same command again" in err
+    filler.unlink()
+    assert generate(world, out) == 0
+    assert lines(out) == lines(clean)

@@ -299,12 +299,27 @@ class VideoQuestion:
 # ----------------------------------------------------------------------------- files
 
 
-def _iter_lines(path: Path) -> Iterable[tuple[int, str]]:
-    """(1-based line number, text) for each non-blank line of a UTF-8 text file."""
+def _iter_lines(path: Path, problems: list[RecordError]) -> Iterable[tuple[int, str]]:
+    """(1-based line number, text) for each non-blank line of a UTF-8 text file; a line that is not
+    UTF-8 becomes a problem naming the line and the byte (the other lines are still read)."""
     if not path.is_file():
         raise RRPOError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(
+                    RecordError(
+                        f"{path} line {n}",
+                        None,
+                        f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                        "re-save the file as UTF-8",
+                    )
+                )
+                continue
+            if n == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
             if line.strip():
                 yield n, line
 
@@ -321,14 +336,18 @@ def _read_records(
     problems: list[RecordError] = []
     if cls is VideoQuestion and _looks_like_json_list(path):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as err:
+            raise RecordError(
+                path, None, f"not UTF-8 text (byte {err.start}); re-save the file as UTF-8"
+            ) from None
         except json.JSONDecodeError as err:
             raise RecordError(path, None, f"not valid JSON: {err}") from None
         if not isinstance(data, list):
             raise RecordError(path, None, f"expected a JSON list of records, got {type(data).__name__}")
         items = [(f"{path} item {i}", d) for i, d in enumerate(data)]
     else:
-        for n, line in _iter_lines(path):
+        for n, line in _iter_lines(path, problems):
             try:
                 items.append((f"{path} line {n}", json.loads(line)))
             except json.JSONDecodeError as err:
@@ -356,7 +375,7 @@ def _read_records(
 def _looks_like_json_list(path: Path) -> bool:
     if not path.is_file():
         return False
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:
         head = f.read(4096).lstrip("\ufeff \t\r\n")
     return head.startswith("[")
 

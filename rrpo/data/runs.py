@@ -1,4 +1,4 @@
-"""Output directories that never mix two runs: run fingerprints, atomic JSON writes, clear disk errors.
+"""Output directories that never mix two runs: run fingerprints and atomic JSON writes.
 
 A long job (`rrpo generate`, `rrpo eval`) resumes by skipping what its output files already hold. That
 is only right when those files were made by the *same* run: same model, frames, perturbation, seed,
@@ -13,7 +13,6 @@ and revision.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -78,46 +77,17 @@ def claim_output(path: Path, fingerprint: dict[str, Any], *, what: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to `path` through a temporary file and a rename: a crash leaves the old file or the
-    new one, never half of one. Disk-full and read-only errors become one-line RRPOErrors."""
+    new one, never half of one (a full disk included: the CLI reports it in one line)."""
     path = Path(path)
-    with disk_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(obj, f, indent=2, default=str)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-class disk_errors:  # noqa: N801 - used as a context manager, reads like one
-    """Turn a disk-full / read-only / permission OSError inside the block into an RRPOError that says so
-    and names the path; other errors pass through. What was written before stays resumable."""
-
-    _REASONS = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-    }
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = path
-
-    def __enter__(self) -> disk_errors:
-        return self
-
-    def __exit__(self, kind, err, tb) -> bool:  # noqa: ANN001
-        if isinstance(err, OSError) and err.errno in self._REASONS:
-            where = getattr(err, "filename", None) or self.path
-            raise RRPOError(
-                f"cannot write {where}: {self._REASONS[err.errno]}; free space or fix permissions, then rerun "
-                "(work written so far is kept and resumed)"
-            ) from None
-        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
