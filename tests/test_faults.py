@@ -243,3 +243,52 @@ def test_disk_full_says_so_and_the_rerun_completes(world, tiny_disk, tmp_path, c
     filler.unlink()
     assert generate(world, out) == 0
     assert lines(out) == lines(clean)
+
+
+# -- 6. nothing accepted silently -----------------------------------------------------------------------
+def test_video_paths_outside_the_root_are_refused_unless_allowed(world, tmp_path, capsys):
+    outside = tmp_path / "elsewhere.mp4"
+    shutil.copy(world["videos"] / "v0.mp4", outside)
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "link.mp4").symlink_to(outside)  # a symlink inside the root is fine
+    records = [
+        VideoQuestion("up", "sub/../../elsewhere.mp4", "Is it?", "yes", "yesno"),
+        VideoQuestion("abs", str(outside), "Is it?", "yes", "yesno"),
+        VideoQuestion("link", "sub/link.mp4", "Is it?", "yes", "yesno"),
+    ]
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(r.validate().to_dict()) + "\n" for r in records))
+    out = tmp_path / "gen" / "pairs.jsonl"
+    assert generate(world, out, data=data, video_root=root) == EXIT_RETRYABLE
+    retry = {r["id"]: r["reason"] for r in lines(out.with_name("pairs.retry.jsonl"))}
+    assert set(retry) == {"up", "abs"} and all("outside --video-root" in r for r in retry.values())
+    assert generate(world, out, "--allow-outside-root", data=data, video_root=root) == 0
+    assert lines(out.with_name("pairs.retry.jsonl")) == []
+
+
+def test_a_truncated_mp4_is_reported_not_decoded_as_a_shorter_clip(world, tmp_path):
+    import av
+
+    path = tmp_path / "videos" / "cut.mp4"
+    path.parent.mkdir()
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:  # index at the front
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        rng = np.random.default_rng(1)
+        for _ in range(80):  # 10 s
+            frame = av.VideoFrame.from_ndarray(
+                rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24"
+            )
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a download cut in half
+    q = tmp_path / "q.jsonl"
+    q.write_text(
+        json.dumps(VideoQuestion("cut", "cut.mp4", "Is it?", "yes", "yesno").validate().to_dict()) + "\n"
+    )
+    out = tmp_path / "pairs.jsonl"
+    assert generate(world, out, data=q, video_root=path.parent) == EXIT_RETRYABLE
+    reason = lines(out.with_name("pairs.retry.jsonl"))[0]["reason"]
+    assert "truncated: the file holds" in reason and "of its stated 10.0 s" in reason

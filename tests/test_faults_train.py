@@ -24,7 +24,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     pairs = []
     for i in range(6):
-        write_video(root / "videos" / f"v{i}.mp4", rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8), fps=4)
+        write_video(
+            root / "videos" / f"v{i}.mp4", rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8), fps=4
+        )
         pairs.append(
             PreferencePair(f"p{i}", f"videos/v{i}.mp4", f"Question {i}?", "Yes", "No", [(0, 3)], [(0, 2)])
         )
@@ -32,7 +34,12 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (root / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     broken = [*pairs, PreferencePair("broken", "videos/broken.mp4", "Q?", "Yes", "No", [(0, 3)], [(0, 2)])]
     write_pairs(root / "with_broken.jsonl", broken)
-    return {"root": root, "model": model, "pairs": root / "pairs.jsonl", "with_broken": root / "with_broken.jsonl"}
+    return {
+        "root": root,
+        "model": model,
+        "pairs": root / "pairs.jsonl",
+        "with_broken": root / "with_broken.jsonl",
+    }
 
 
 def train(world, out: Path, *extra: str, data: Path | None = None) -> int:
@@ -43,7 +50,9 @@ def train(world, out: Path, *extra: str, data: Path | None = None) -> int:
 
 
 def steps_logged(out: Path) -> list[int]:
-    return [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return [
+        r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r
+    ]
 
 
 def test_resume_passes_over_an_incomplete_newest_checkpoint(world, tmp_path, capsys):
@@ -57,7 +66,10 @@ def test_resume_passes_over_an_incomplete_newest_checkpoint(world, tmp_path, cap
     capsys.readouterr()
     assert train(world, out, "--max_steps", "3", "--save_steps", "1", "--resume") == 0
     printed = capsys.readouterr().out
-    assert "checkpoint-2 is incomplete (no trainer_state.json)" in printed and "dropped 1 unreadable line" in printed
+    assert (
+        "checkpoint-2 is incomplete (no trainer_state.json)" in printed
+        and "dropped 1 unreadable line" in printed
+    )
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["status"] == "finished" and summary["global_step"] == 3
     assert steps_logged(out) == [1, 2, 3]  # resumed after step 1: step 2 redone, logged once
@@ -108,3 +120,27 @@ def test_skips_in_dataloader_workers_reach_the_summary(world, tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["pairs_skipped"] == 1 and summary["skipped_by_reason"] == {"bad video": 1}
     assert summary["skipped"][0]["id"] == "broken"
+
+
+def test_pairs_that_cannot_train_are_skipped_with_their_reason(world, tmp_path):
+    """Identical responses, DPA pairs with unequal span counts and videos outside the root are counted
+    skips, not silent training (or a crash at some later step naming no pair)."""
+    from rrpo.data.record import read_pairs
+
+    good = read_pairs(world["pairs"])
+    odd = [
+        PreferencePair("same", "videos/v0.mp4", "Q?", "Yes", "Yes", [(0, 3)], [(0, 3)]),
+        PreferencePair("counts", "videos/v1.mp4", "Q?", "a red b", "a blue c", [(2, 5), (6, 7)], [(2, 6)]),
+        PreferencePair("escape", "../model/config.json", "Q?", "Yes", "No", [(0, 3)], [(0, 2)]),
+    ]
+    data = tmp_path / "odd.jsonl"
+    write_pairs(data, [*good, *odd])
+    out = tmp_path / "run"
+    assert (
+        train(world, out, "--max_steps", "1", "--loss", "dpa", "--max_skip_fraction", "0.5", data=data) == 0
+    )
+    reasons = {s["id"]: s["reason"] for s in json.loads((out / "train_summary.json").read_text())["skipped"]}
+    assert set(reasons) == {"same", "counts", "escape"}
+    assert reasons["same"].startswith("identical responses")
+    assert "chosen has 2, rejected 1" in reasons["counts"]
+    assert "outside --video-root" in reasons["escape"]

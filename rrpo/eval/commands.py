@@ -59,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, type=Path)
     e.add_argument("--scoring", choices=("official", "paper"), default="official")
     e.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="read video paths that lead outside --video-root (excluded and listed by default)",
+    )
+    e.add_argument(
         "--overwrite",
         action="store_true",
         help="start clean: delete the predictions and results in --out first (predictions of a run with other "
@@ -177,6 +182,7 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
         load_options=model_options(args),
         fingerprint=eval_fingerprint(args),
         overwrite=args.overwrite,
+        allow_outside_root=args.allow_outside_root,
     )
     return 0
 

@@ -19,6 +19,7 @@ from typing import Any
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
 from rrpo.data.runs import claim_output
 from rrpo.errors import RRPOError, VideoError
+from rrpo.video.io import video_path
 
 
 def run_eval(
@@ -42,6 +43,7 @@ def run_eval(
     load_options: dict[str, Any] | None = None,
     fingerprint: dict[str, Any] | None = None,
     overwrite: bool = False,
+    allow_outside_root: bool = False,
 ) -> dict[str, Any]:
     """Answer every question of `benchmark` with the model and score the answers; returns the results.
 
@@ -77,9 +79,14 @@ def run_eval(
     # This rank's undecodable list is rebuilt by this run: a video fixed since the last run counts again.
     (out_dir / f"undecodable.rank{state.process_index}.json").unlink(missing_ok=True)
 
-    present, missing = [], []
+    present, missing, outside = [], [], []
     for item in items:
-        (present if (video_root / item.video).is_file() else missing).append(item)
+        try:
+            video = video_path(video_root, item.video, allow_outside=allow_outside_root)
+        except VideoError:
+            outside.append(item)
+            continue
+        (present if video.is_file() else missing).append(item)
 
     merged_path = out_dir / "predictions.jsonl"
     shard_path = (
@@ -142,6 +149,7 @@ def run_eval(
     scored_items = [it for it in present if it.id not in bad_ids]
     results = bench.score(scored_items, predictions, scoring=scoring, judge=judge)
     excluded = [{"id": it.id, "video": it.video, "reason": "missing video"} for it in missing] + bad
+    excluded += [{"id": it.id, "video": it.video, "reason": "video outside --video-root"} for it in outside]
     # Questions without a usable video are left out of every metric; say which and how many.
     results = {**results, "excluded_videos": excluded, "excluded_videos_count": len(excluded)}
     write_results(

@@ -72,6 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue an interrupted run (also the default: done ids are always skipped)",
     )
     p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="read video paths that lead outside --video-root (refused by default: '../..', absolute paths)",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="start clean: delete this --out and its sidecars first (a run with other settings is refused "
@@ -157,7 +162,8 @@ def generate_fingerprint(args: argparse.Namespace, cfg) -> dict:  # noqa: ANN001
         "adapter": model_identity(args.adapter),
         "backend": args.backend,
         "load_options": options,
-        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
+        # Not allow_outside_root: it only lets records that failed run (a fix, not another run).
+        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "allow_outside_root"},
         "judge_model": args.judge_model if cfg.judge == "llm" else None,
     }
 

@@ -82,6 +82,7 @@ class GenerateConfig:
     window: int = 4
     judge: str = "rule"  # rule | llm (llm also runs the LLM differ on open answers)
     shard: tuple[int, int] | None = None
+    allow_outside_root: bool = False  # read video paths that lead outside the video root
 
     def __post_init__(self) -> None:
         from rrpo.video.perturb import PERTURBATIONS
@@ -230,7 +231,7 @@ def generate_pairs(
     from tqdm.auto import tqdm
 
     from rrpo.models.base import DECODE_MAX_PIXELS
-    from rrpo.video.io import decode_clip
+    from rrpo.video.io import decode_clip, video_path
     from rrpo.video.perturb import perturb_frames
 
     files = OutputFiles.for_out(out, cfg.shard)
@@ -273,7 +274,7 @@ def generate_pairs(
             for q in batch:
                 try:
                     clip = decode_clip(
-                        video_root / q.video,
+                        video_path(video_root, q.video, allow_outside=cfg.allow_outside_root),
                         cfg.frames,
                         fps=cfg.fps,
                         max_frames=cfg.max_frames,

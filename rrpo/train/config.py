@@ -40,6 +40,10 @@ class RRPOConfig(TrainingArguments):
     model: str = field(default="", metadata=_help("model directory or Hub id (any supported family)"))
     data: str = field(default="", metadata=_help("preference pairs JSONL"))
     video_root: str = field(default=".", metadata=_help("directory the pairs' video paths are relative to"))
+    allow_outside_root: bool = field(
+        default=False,
+        metadata=_help("read video paths that lead outside --video-root ('../..', absolute paths)"),
+    )
     output_dir: str | None = field(
         default=None,
         metadata=_help("output directory (adapter, config, metrics.jsonl, checkpoints)", aliases=["--out"]),

@@ -31,22 +31,43 @@ from rrpo.losses.registry import PreferenceLoss
 from rrpo.train import rundir
 from rrpo.train.config import RRPOConfig
 from rrpo.train.rundir import SkipLedger
+from rrpo.video.io import video_path
 
 
 def preflight(
-    pairs: list[PreferencePair], video_root: Path, loss: PreferenceLoss, ledger: SkipLedger
+    pairs: list[PreferencePair],
+    video_root: Path,
+    loss: PreferenceLoss,
+    ledger: SkipLedger,
+    *,
+    allow_outside_root: bool = False,
 ) -> list[PreferencePair]:
-    """Cheap checks before any decoding: the video exists and span losses have a span on both sides."""
+    """Cheap checks before any decoding, each a counted skip with its reason: the video exists inside
+    the video root, span losses have a span on both sides (and DPA, which pairs span i with span i, as
+    many on each), chosen and rejected differ."""
     loss_type = loss.spec.name
     usable = []
     for pair in pairs:
-        if loss.needs_spans and not (pair.chosen_spans and pair.rejected_spans):
+        try:
+            video = video_path(video_root, pair.video, allow_outside=allow_outside_root)
+        except VideoError as err:
+            ledger.skip(pair.id, f"bad video: {err}")
+            continue
+        if pair.chosen == pair.rejected:
+            ledger.skip(pair.id, "identical responses: chosen and rejected are the same text")
+        elif loss.needs_spans and not (pair.chosen_spans and pair.rejected_spans):
             side = "chosen" if not pair.chosen_spans else "rejected"
             ledger.skip(
                 pair.id, f"no span: the {side} response has no differing span ({loss_type} needs both)"
             )
-        elif not (video_root / pair.video).is_file():
-            ledger.skip(pair.id, f"missing video: {video_root / pair.video}")
+        elif loss_type == "dpa" and len(pair.chosen_spans) != len(pair.rejected_spans):
+            ledger.skip(
+                pair.id,
+                f"span count: chosen has {len(pair.chosen_spans)}, rejected {len(pair.rejected_spans)} "
+                "(dpa pairs span i with span i)",
+            )
+        elif not video.is_file():
+            ledger.skip(pair.id, f"missing video: {video}")
         else:
             usable.append(pair)
     return usable
@@ -73,7 +94,8 @@ class PairDataset(torch.utils.data.Dataset):
             if pair.id in self.ledger.skipped:
                 continue
             try:
-                frames = self.vlm.read_clip(self.video_root / pair.video)  # frames with their real timing
+                video = video_path(self.video_root, pair.video, allow_outside=self.cfg.allow_outside_root)
+                frames = self.vlm.read_clip(video)  # frames with their real timing
                 encoded = encode_pair(
                     self.vlm,
                     frames,
@@ -276,7 +298,7 @@ def _train(
     ledger.total = len(pairs)
     if not pairs:
         raise RRPOError(f"{cfg.data}: no preference pairs")
-    usable = preflight(pairs, video_root, loss, ledger)
+    usable = preflight(pairs, video_root, loss, ledger, allow_outside_root=cfg.allow_outside_root)
     _check_skips(ledger, cfg)
 
     vlm = load_model(

@@ -8,6 +8,7 @@ decode here and hand arrays to the processors.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -151,7 +152,9 @@ def decode_clip(
     if not path.is_file():
         raise VideoError(path, "video file not found")
     try:
-        return _decode_clip(path, num_frames, fps, max_frames, min_frames, start_sec, end_sec, size, max_pixels, seek)
+        return _decode_clip(
+            path, num_frames, fps, max_frames, min_frames, start_sec, end_sec, size, max_pixels, seek
+        )
     except VideoError:
         raise
     except (av.FFmpegError, OSError, ValueError) as err:
@@ -176,6 +179,23 @@ def _stream_facts(path: Path) -> tuple[float, float, int, int]:
         return fps, duration, stream.codec_context.height, stream.codec_context.width
 
 
+def video_path(root: str | Path, relative: str | Path, *, allow_outside: bool = False) -> Path:
+    """`root / relative`, refused (VideoError) when it leads outside `root` ("../..", an absolute path
+    elsewhere) unless `allow_outside`. Judged on the path as written, so symlinks kept inside the root
+    are fine wherever they point."""
+    full = Path(root) / relative
+    if not allow_outside:
+        base = os.path.abspath(root)
+        norm = os.path.normpath(os.path.abspath(full))
+        if norm != base and not norm.startswith(base.rstrip(os.sep) + os.sep):
+            raise VideoError(full, "outside --video-root (pass --allow-outside-root to read it anyway)")
+    return full
+
+
+# A file holding less than this fraction of its stated duration (and over 1 s less) is truncated.
+TRUNCATED_FRACTION = 0.8
+
+
 def _decode_clip(path, num_frames, fps, max_frames, min_frames, start_sec, end_sec, size, max_pixels, seek):  # noqa: ANN001
     src_fps, duration, height, width = _stream_facts(path)
     out_size = size
@@ -193,7 +213,7 @@ def _decode_clip(path, num_frames, fps, max_frames, min_frames, start_sec, end_s
         frames, times = _decode_by_seeking(path, num_frames, lo, hi, src_fps, out_size)
         seg_frames = max(1, round((hi - lo) * src_fps))
     else:
-        frames, times, seg_frames = _decode_sampled(path, num_frames, out_size, start_sec, end_sec)
+        frames, times, seg_frames = _decode_sampled(path, num_frames, out_size, start_sec, end_sec, duration)
     return Clip(
         frames=np.stack(frames),
         timestamps=[round(t, 6) for t in times],
@@ -234,8 +254,11 @@ def _decode_sampled(
     size: tuple[int, int] | None,
     start_sec: float | None,
     end_sec: float | None,
+    stated_duration: float = 0.0,
 ) -> tuple[list[np.ndarray], list[float], int]:
-    """The sampled frames in order, their timestamps (s) and the segment's frame count; see `read_frames`."""
+    """The sampled frames in order, their timestamps (s) and the segment's frame count; see `read_frames`.
+    A file whose packets cover far less than the duration its header states (a cut-off download with its
+    index at the front) is a VideoError, not a shorter clip."""
     segment = start_sec is not None or end_sec is not None
 
     def in_segment(t: float) -> bool:
@@ -256,7 +279,14 @@ def _decode_sampled(
         time_base = stream.time_base or Fraction(1, 1)
         # Pass 1: presentation timestamps of all frames, from the packets alone (cheap: no decoding).
         pts = sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
     origin = pts[0] if pts else 0
+    if pts and stated_duration > 0:
+        covered = float((pts[-1] - origin) * time_base) + 1.0 / rate
+        if covered < TRUNCATED_FRACTION * stated_duration and stated_duration - covered > 1.0:
+            raise VideoError(
+                path, f"truncated: the file holds {covered:.1f} s of its stated {stated_duration:.1f} s"
+            )
     if pts:
         selected = [p for p in pts if in_segment(float((p - origin) * time_base))]
         if not selected:
