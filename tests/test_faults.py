@@ -292,3 +292,49 @@ def test_a_truncated_mp4_is_reported_not_decoded_as_a_shorter_clip(world, tmp_pa
     assert generate(world, out, data=q, video_root=path.parent) == EXIT_RETRYABLE
     reason = lines(out.with_name("pairs.retry.jsonl"))[0]["reason"]
     assert "truncated: the file holds" in reason and "of its stated 10.0 s" in reason
+
+
+# -- 8. the judge ----------------------------------------------------------------------------------------
+def _open_data(tmp_path: Path, n: int = 4) -> Path:
+    data = tmp_path / "open.jsonl"
+    qs = [
+        VideoQuestion(f"o{i}", f"v{i}.mp4", "What happens?", "A red ball rolls left.", "open")
+        for i in range(n)
+    ]
+    data.write_text("".join(json.dumps(q.validate().to_dict()) + "\n" for q in qs))
+    return data
+
+
+def test_a_hanging_judge_is_given_up_on_and_its_records_stay_retryable(world, tmp_path, monkeypatch, capsys):
+    from fake_openai_server import FakeOpenAIServer, Sleep
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-hang")
+    out = tmp_path / "pairs.jsonl"
+    judge = ["--judge", "llm", "--judge-timeout", "0.2", "--judge-retries", "0", "--judge-max-failures", "2"]
+    with FakeOpenAIServer(default=Sleep(3.0)) as server:
+        code = generate(world, out, *judge, "--judge-url", server.base_url, data=_open_data(tmp_path))
+        assert server.request_count == 2  # then the endpoint is not called again
+    assert code == EXIT_RETRYABLE
+    assert "failed 2 times in a row and was not called again" in capsys.readouterr().err
+    summary = json.loads(out.with_name("pairs.summary.json").read_text())
+    assert summary["judge_given_up"] and sorted(summary["retryable"]) == ["o0", "o1", "o2", "o3"]
+    assert lines(out.with_name("pairs.rejects.jsonl")) == [] and lines(out) == []
+
+
+def test_a_key_echoed_by_the_judge_is_in_no_file(world, tmp_path, monkeypatch):
+    from fake_openai_server import FakeOpenAIServer, Reply
+
+    key = "sk-test-ECHOED-5e1f0c"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+
+    def echo(request):
+        return Reply(f"your key is {request.headers['authorization'].removeprefix('Bearer ')}; no idea")
+
+    out = tmp_path / "gen" / "pairs.jsonl"
+    with FakeOpenAIServer(default=echo) as server:
+        generate(world, out, "--judge", "llm", "--judge-url", server.base_url, data=_open_data(tmp_path, 2))
+        assert server.request_count >= 2
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any("judge_cache" in str(p) for p in written)
+    assert all(key.encode() not in p.read_bytes() for p in written)
+    assert any(b"your key is ***" in p.read_bytes() for p in written)  # the reply was kept, scrubbed

@@ -21,6 +21,11 @@ Design points:
   A corrupt or mismatching cache file is ignored (logged) and rewritten.
 * After the retries are spent `chat` raises `LLMError`, an `RRPOError` that callers report per
   record; errors a retry cannot fix (HTTP 400/401/403/404) raise at once.
+* A circuit breaker: after `max_consecutive_failures` failed `chat` calls in a row the endpoint is
+  not called again by this client (every later `chat` raises `LLMError` at once, `circuit_open` is
+  True), so a hanging server costs a few timeouts, not one per record.
+* Reply texts are scrubbed of the configured key before they are cached or returned: a server that
+  echoes the key back cannot get it into any file rrpo writes.
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ class LLMClient:
         backoff: base delay in seconds before re-asking after a malformed reply (retry k waits
             `backoff * 2**k`, jittered to 50-100%); transport retries wait as openai decides.
         temperature: sampling temperature (0.0: deterministic judges, and cacheable replies).
+        max_consecutive_failures: failed `chat` calls in a row after which the endpoint is given up on
+            for the rest of this client's life (0: never).
 
     Counters (ints, thread-safe): `calls` HTTP requests made, `cache_hits`, `retries`, and `failures`
     (`chat` calls that raised LLMError).
@@ -96,15 +103,16 @@ class LLMClient:
         max_retries: int = 4,
         backoff: float = 1.0,
         temperature: float = 0.0,
+        max_consecutive_failures: int = 3,
     ):
         if not base_url:
             raise RRPOError("LLM base_url is empty (e.g. http://localhost:8000/v1)")
         if not model:
             raise RRPOError("LLM model name is empty")
-        if max_retries < 0 or timeout <= 0 or backoff < 0:
+        if max_retries < 0 or timeout <= 0 or backoff < 0 or max_consecutive_failures < 0:
             raise RRPOError(
                 f"bad LLM client settings: max_retries={max_retries} (>= 0), timeout={timeout} (> 0), "
-                f"backoff={backoff} (>= 0)"
+                f"backoff={backoff} (>= 0), max_consecutive_failures={max_consecutive_failures} (>= 0)"
             )
         import openai  # imported here so `rrpo --help` does not pay for it
 
@@ -120,6 +128,8 @@ class LLMClient:
         self.cache_hits = 0
         self.retries = 0
         self.failures = 0
+        self.max_consecutive_failures = int(max_consecutive_failures)
+        self.consecutive_failures = 0
         self._lock = threading.Lock()
         self._attempts = threading.local()  # HTTP requests of the current thread's `chat` call
         key = os.environ.get(api_key_env) or ""
@@ -164,14 +174,28 @@ class LLMClient:
             with self._lock:
                 self.cache_hits += 1
             return cached
+        if self.circuit_open:
+            raise LLMError(
+                f"endpoint given up on after {self.consecutive_failures} failed requests in a row "
+                "(not called again in this run)"
+            )
         try:
-            text = self._request_with_retries(messages, params)
+            text = self._scrub(self._request_with_retries(messages, params))
         except LLMError:
             with self._lock:
                 self.failures += 1
+                self.consecutive_failures += 1
             raise
+        with self._lock:
+            self.consecutive_failures = 0
         self._cache_put(key, request, text)
         return text
+
+    @property
+    def circuit_open(self) -> bool:
+        """Whether this client has given up on the endpoint (see `max_consecutive_failures`)."""
+        limit = self.max_consecutive_failures
+        return bool(limit) and self.consecutive_failures >= limit
 
     def stats(self) -> dict[str, int]:
         """The counters as a dict (for progress bars and run summaries)."""
@@ -268,7 +292,7 @@ class LLMClient:
         except (OSError, ValueError, AttributeError) as err:
             logger.warning("ignoring corrupt LLM cache file %s (%s); it will be rewritten", path, err)
             return None
-        return entry["response"]
+        return self._scrub(entry["response"])
 
     def _cache_put(self, key: str, request: dict, text: str) -> None:
         path = self._cache_path(key)

@@ -63,6 +63,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="environment variable holding the API key (never logged or written)",
     )
     p.add_argument("--judge-cache", default=None, help="cache dir for judge replies (default: beside --out)")
+    p.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per judge request (default 30)")
+    p.add_argument(
+        "--judge-retries", type=int, default=4, help="retries of a failed judge request (openai's; default 4)"
+    )
+    p.add_argument(
+        "--judge-max-failures",
+        type=int,
+        default=3,
+        help="give up on the judge endpoint for the run after this many failed requests in a row "
+        "(the records are left for a rerun; 0: never give up)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", default=None, help="i/n: process only the records of shard i of n")
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
@@ -107,7 +118,15 @@ def _run_generate(args: argparse.Namespace) -> int:
         from rrpo.llm.client import LLMClient
 
         cache = args.judge_cache or str(Path(args.out).parent / "judge_cache")
-        llm = LLMClient(args.judge_url, args.judge_model, api_key_env=args.judge_api_key_env, cache_dir=cache)
+        llm = LLMClient(
+            args.judge_url,
+            args.judge_model,
+            api_key_env=args.judge_api_key_env,
+            cache_dir=cache,
+            timeout=args.judge_timeout,
+            max_retries=args.judge_retries,
+            max_consecutive_failures=args.judge_max_failures,
+        )
     generator = make_generator(
         args.model,
         args.adapter,
@@ -131,6 +150,12 @@ def _run_generate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=2))
+    if summary["judge_given_up"]:
+        print(
+            f"the judge endpoint {args.judge_url} failed {args.judge_max_failures} times in a row and was not "
+            "called again in this run; check it, then run the same command again",
+            file=sys.stderr,
+        )
     if summary["retryable"]:
         by_reason = ", ".join(f"{k}: {v}" for k, v in summary["retryable_by_reason"].items())
         print(

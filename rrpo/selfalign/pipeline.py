@@ -198,6 +198,7 @@ class Summary:
     retryable: dict[str, str] = field(default_factory=dict)  # id -> reason (llm failures included)
     judge_calls: int = 0
     judge_cache_hits: int = 0
+    judge_given_up: bool = False  # the LLM endpoint failed too often in a row and was not called again
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,6 +312,7 @@ def generate_pairs(
             bar.update(len(batch))
         bar.close()
 
+    summary.judge_given_up = bool(getattr(llm, "circuit_open", False))
     summary.judge_calls = getattr(llm, "calls", 0) - calls0[0]
     summary.judge_cache_hits = getattr(llm, "cache_hits", 0) - calls0[1]
     summary.seconds = round(time.time() - started, 2)
