@@ -338,3 +338,47 @@ def test_a_key_echoed_by_the_judge_is_in_no_file(world, tmp_path, monkeypatch):
     assert any("judge_cache" in str(p) for p in written)
     assert all(key.encode() not in p.read_bytes() for p in written)
     assert any(b"your key is ***" in p.read_bytes() for p in written)  # the reply was kept, scrubbed
+
+
+# -- 5. one record cannot take down the run --------------------------------------------------------------
+def test_a_huge_question_is_rejected_before_the_processor(world, tmp_path):
+    data = tmp_path / "q.jsonl"
+    huge = VideoQuestion("huge", "v0.mp4", "Is it " + "very " * 2_000_000 + "red?", "yes", "yesno")
+    data.write_text(world["data"].read_text() + json.dumps(huge.validate().to_dict()) + "\n")
+    out = tmp_path / "pairs.jsonl"
+    assert generate(world, out, data=data) == 0
+    rejects = {r["id"]: r["reason"] for r in lines(out.with_name("pairs.rejects.jsonl"))}
+    assert rejects["huge"].startswith("prompt too long: 10000") and "4096 tokens" in rejects["huge"]
+    summary = json.loads(out.with_name("pairs.summary.json").read_text())
+    assert summary["processed"] == 4  # every other record went through
+    assert generate(world, tmp_path / "p2.jsonl", "--max-prompt-tokens", "5") == 0
+    assert all("prompt too long" in r["reason"] for r in lines(tmp_path / "p2.rejects.jsonl"))
+
+
+def test_a_model_error_on_one_item_spares_the_batch(world, tmp_path, monkeypatch):
+    from rrpo.selfalign import commands
+
+    original = commands.TransformersGenerator.__call__
+
+    def flaky(self, items):
+        prompts = " ".join(prompt for _, prompt in items)
+        if "What is it 0?" in prompts:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        if "Is it there 3?" in prompts:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(self, items)
+
+    monkeypatch.setattr(commands.TransformersGenerator, "__call__", flaky)
+    out = tmp_path / "pairs.jsonl"
+    assert generate(world, out, "--batch-size", "8") == EXIT_RETRYABLE  # all four records in one batch
+    rejects = {r["id"]: r["reason"] for r in lines(out.with_name("pairs.rejects.jsonl"))}
+    retry = {r["id"]: r["reason"] for r in lines(out.with_name("pairs.retry.jsonl"))}
+    assert rejects["q0"] == "model error: RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert not any(r.startswith("model error") for k, r in rejects.items() if k != "q0")
+    assert list(retry) == ["q3"] and retry["q3"].startswith("out of memory: RuntimeError: CUDA out of memory")
+    summary = json.loads(out.with_name("pairs.summary.json").read_text())
+    assert summary["processed"] == 2  # q1 and q2 answered alone and judged
+    assert summary["retryable_by_reason"] == {"out of memory": 1}
+    monkeypatch.setattr(commands.TransformersGenerator, "__call__", original)
+    assert generate(world, out, "--batch-size", "8") == 0  # the out-of-memory record is retried
+    assert json.loads(out.with_name("pairs.summary.json").read_text())["processed"] == 1

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="model inputs per generate call")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=None,
+        help="reject questions whose prompt is longer than this, before the processor (default: the model's context)",
+    )
+    p.add_argument(
         "--judge",
         choices=["rule", "llm"],
         default="rule",
@@ -218,6 +224,12 @@ class TransformersGenerator:
         )
         self.frame_size = self.vlm.frame_size
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        text = getattr(self.vlm.hf_model.config, "text_config", self.vlm.hf_model.config)
+        # Prompts longer than this are rejected before the processor (a 10 MB question would exhaust RAM).
+        self.context_length = getattr(text, "max_position_embeddings", None)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.vlm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def __call__(self, items):  # noqa: ANN001
         return self.vlm.generate(items, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)

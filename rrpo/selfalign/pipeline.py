@@ -12,8 +12,8 @@ sidecars are named after `--out` (or `--out DIR` writes DIR/pairs.jsonl and its 
 ids already in any of them, so `kill -9` loses at most the records in flight and duplicates none.
 
 Failures that a rerun can fix are never recorded as done: a missing or undecodable video, no judge
-for an open question, a judge or network error. They are counted in `pairs.summary.json`
-(`retryable`), listed in `pairs.retry.jsonl`, and tried again by the next run. `pairs.run.json` holds
+for an open question, a judge or network error, running out of memory on one item. They are counted
+in `pairs.summary.json` (`retryable`), listed in `pairs.retry.jsonl`, and tried again by the next run. `pairs.run.json` holds
 the run's fingerprint (model, frames, perturbation, seed, judge, rrpo version); a rerun with another
 one refuses to mix unless `overwrite=True` (`--overwrite`) starts clean. `--shard i/n` takes the
 records whose id hashes to i (stable across machines); `merge_shards` joins the shard files.
@@ -83,6 +83,7 @@ class GenerateConfig:
     judge: str = "rule"  # rule | llm (llm also runs the LLM differ on open answers)
     shard: tuple[int, int] | None = None
     allow_outside_root: bool = False  # read video paths that lead outside the video root
+    max_prompt_tokens: int | None = None  # None: the generator's context length, when it has one
 
     def __post_init__(self) -> None:
         from rrpo.video.perturb import PERTURBATIONS
@@ -95,6 +96,11 @@ class GenerateConfig:
             ("--max-frames", self.max_frames),
             ("--batch-size", self.batch_size),
             ("--max-new-tokens", self.max_new_tokens),
+            *(
+                [("--max-prompt-tokens", self.max_prompt_tokens)]
+                if self.max_prompt_tokens is not None
+                else []
+            ),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RRPOError(f"{flag} must be a whole number >= 1, got {value!r}")
@@ -127,7 +133,7 @@ class GenerateConfig:
 
 SIDECARS = ("rejects", "correct", "summary", "retry", "run")
 # Reject reasons a rerun can fix (files of rrpo versions that recorded them as rejects).
-RETRYABLE_PREFIXES = ("bad video", "judge error")
+RETRYABLE_PREFIXES = ("bad video", "judge error", "out of memory")
 
 
 @dataclass
@@ -286,6 +292,10 @@ def generate_pairs(
                     reject(q, f"bad video: {err.reason}")
                     continue
                 prompt = question_prompt(q)
+                too_long = _prompt_too_long(prompt, generator, cfg.max_prompt_tokens)
+                if too_long:
+                    reject(q, f"prompt too long: {too_long}")
+                    continue
                 for v in range(cfg.num_perturbations):
                     perturbed, info = perturb_frames(
                         clip.frames,
@@ -300,10 +310,11 @@ def generate_pairs(
                     inputs.append((clip.with_frames(perturbed), prompt))
                     owners.append(q)
                     infos.append(info)
-            predictions = generator(inputs) if inputs else []
+            predictions = _generate_isolated(generator, inputs, owners, reject)
             by_record: dict[str, list[tuple[str, Any]]] = {}
             for q, pred, info in zip(owners, predictions, infos):
-                by_record.setdefault(q.id, []).append((pred, info))
+                if pred is not None:
+                    by_record.setdefault(q.id, []).append((pred, info))
             for q in batch:
                 if q.id not in by_record:
                     continue  # rejected above
@@ -328,6 +339,51 @@ def generate_pairs(
     write_jsonl_atomic(files.retry, [{"id": k, "reason": v} for k, v in sorted(summary.retryable.items())])
     write_json_atomic(files.summary, result)
     return result
+
+
+def _prompt_too_long(prompt: str, generator: Any, limit: int | None) -> str | None:
+    """Why `prompt` is over the limit (`limit`, else the generator's `context_length`), or None. A prompt
+    of more characters than 16 per allowed token is refused without tokenizing it."""
+    limit = limit or getattr(generator, "context_length", None)
+    if not limit:
+        return None
+    if len(prompt) > 16 * limit:
+        return f"{len(prompt)} characters, far over the limit of {limit} tokens"
+    count = getattr(generator, "count_tokens", None)
+    if count is not None and (n := count(prompt)) > limit:
+        return f"{n} tokens > the limit of {limit}"
+    return None
+
+
+def _generate_isolated(
+    generator: Generator, inputs: list, owners: list, reject: Callable
+) -> list[str | None]:
+    """The generator's replies for a batch; if the batch fails, each record's inputs run alone, so one
+    bad item cannot take the others down. A record that fails alone gets None replies and is reported:
+    out of memory is retryable (a smaller batch or another machine may do), anything else a reject
+    with the error."""
+    if not inputs:
+        return []
+    try:
+        return list(generator(inputs))
+    except Exception:  # noqa: BLE001 - isolated below, item by item
+        pass
+    out: list[str | None] = [None] * len(inputs)
+    by_record: dict[str, list[int]] = {}
+    for i, q in enumerate(owners):
+        by_record.setdefault(q.id, []).append(i)
+    for rows in by_record.values():
+        q = owners[rows[0]]
+        try:
+            replies = generator([inputs[i] for i in rows])
+        except Exception as err:  # noqa: BLE001 - reported per record
+            oom = isinstance(err, MemoryError) or "out of memory" in str(err).lower()
+            reason = f"{type(err).__name__}: {str(err)[:300]}"
+            reject(q, f"out of memory: {reason}" if oom else f"model error: {reason}")
+            continue
+        for i, reply in zip(rows, replies):
+            out[i] = reply
+    return out
 
 
 def _drop_retryable_rejects(path: Path) -> None:
