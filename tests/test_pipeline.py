@@ -334,8 +334,6 @@ def test_bad_question_file_reports_every_problem(tmp_path: Path) -> None:
         (["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0"),
         (["--max-new-tokens", "0"], "--max-new-tokens must be a whole number >= 1, got 0"),
         (["--num-perturbations", "0"], "--num-perturbations must be a whole number >= 1, got 0"),
-        (["--max-frames", "-3", "--fps", "1"], "--max-frames must be a whole number >= 1, got -3"),
-        (["--fps", "0"], "--fps must be > 0"),
         (["--window", "1"], "--window must be a whole number >= 2"),
         (["--mask-fraction", "0.5-1.2"], "--mask-fraction must lie strictly between 0 and 1"),
         (["--perturb", "blur"], "--perturb 'blur': choose one of mask,"),
@@ -354,3 +352,29 @@ def test_generate_rejects_bad_settings_before_reading_anything(tmp_path, capsys,
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "command, flags, message",
+    [
+        ("generate", ["--max-frames", "-3", "--fps", "1"], "argument --max-frames: must be >= 1, got -3"),
+        ("generate", ["--fps", "0"], "argument --fps: must be > 0, got 0.0"),
+        ("eval", ["--frames", "0"], "argument --frames: must be >= 1, got 0"),
+        ("eval", ["--batch-size", "x"], "argument --batch-size: expected a whole number >= 1, got 'x'"),
+        ("eval", ["--max-new-tokens", "0"], "argument --max-new-tokens: must be >= 1, got 0"),
+        ("eval", ["--limit", "-1"], "argument --limit: must be >= 1, got -1"),
+        ("eval", ["--max-pixels", "0"], "argument --max-pixels: must be >= 1, got 0"),
+    ],
+)
+def test_numeric_flags_are_checked_by_the_parser(tmp_path, capsys, command, flags, message):
+    from rrpo.cli import main
+
+    common = ["--model", "m", "--video-root", str(tmp_path), "--out", str(tmp_path / "o")]
+    common += (
+        ["--data", "d.jsonl"] if command == "generate" else ["--benchmark", "mvbench", "--annotations", "a"]
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *common, *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

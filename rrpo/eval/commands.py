@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rrpo.models.options import add_model_options, model_options
+from rrpo.models.options import add_model_options, model_options, positive_int
 
 BENCHMARK_NAMES = ("videohallucer", "tvbench", "mvbench", "videomme", "mlvu", "tempcompass", "longvideobench")
 
@@ -50,12 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--benchmark", required=True, choices=BENCHMARK_NAMES)
     e.add_argument("--annotations", required=True, type=Path)
     e.add_argument("--video-root", required=True, type=Path)
-    e.add_argument("--frames", type=int, default=64)
-    e.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    e.add_argument("--frames", type=positive_int, default=64)
+    e.add_argument("--frame-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None)
     add_model_options(e)
-    e.add_argument("--batch-size", type=int, default=4)
-    e.add_argument("--max-new-tokens", type=int, default=32)
-    e.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke tests)")
+    e.add_argument("--batch-size", type=positive_int, default=4)
+    e.add_argument("--max-new-tokens", type=positive_int, default=32)
+    e.add_argument(
+        "--limit", type=positive_int, default=None, help="only the first N questions (smoke tests)"
+    )
     e.add_argument("--out", required=True, type=Path)
     e.add_argument("--scoring", choices=("official", "paper"), default="official")
     e.add_argument(
@@ -83,10 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--adapter", required=True)
     d.add_argument("--data", required=True, type=Path, help="pairs JSONL or questions JSONL")
     d.add_argument("--video-root", required=True, type=Path)
-    d.add_argument("--frames", type=int, default=16)
-    d.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    d.add_argument("--frames", type=positive_int, default=16)
+    d.add_argument("--frame-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None)
     add_model_options(d)
-    d.add_argument("--limit", type=int, default=None)
+    d.add_argument("--limit", type=positive_int, default=None)
     d.add_argument("--out", required=True, type=Path)
     d.set_defaults(func=run_deviation_cmd)
 

@@ -14,6 +14,28 @@ TOKENS_16_FRAMES_16_9 = (
 )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse reports anything else in one line, naming the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_defaults: bool = False) -> None:
     """Add --revision, --dtype, --attn-implementation and (with `video`) --fps, --max-frames, --max-pixels.
 
@@ -40,18 +62,22 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
     if video:
         p.add_argument(
             "--fps",
-            type=float,
+            type=positive_float,
             default=None,
             help="sample frames at this rate (frames per second, up to --max-frames) instead of --frames "
             "uniform frames; Qwen's own pipeline uses 2",
         )
         p.add_argument(
-            "--max-frames", dest="max_frames", type=int, default=d(768), help="cap for --fps (default 768)"
+            "--max-frames",
+            dest="max_frames",
+            type=positive_int,
+            default=d(768),
+            help="cap for --fps (default 768)",
         )
         p.add_argument(
             "--max-pixels",
             dest="max_pixels",
-            type=int,
+            type=positive_int,
             default=None,
             help="pixel cap per frame for the Qwen families (native aspect ratio kept; default: the "
             "checkpoint's reference sizing). Video tokens for 16 frames of 16:9 video by default: "
