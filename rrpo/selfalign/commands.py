@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--video-root", required=True)
     p.add_argument(
-        "--out", required=True, help="pairs JSONL; rejects.jsonl, correct.jsonl, summary.json go beside it"
+        "--out",
+        required=True,
+        help="pairs JSONL (or a directory: DIR/pairs.jsonl); its sidecars go beside it, named after it: "
+        "pairs.rejects.jsonl, pairs.correct.jsonl, pairs.retry.jsonl, pairs.summary.json, pairs.run.json",
     )
     p.add_argument(
         "--perturb",

@@ -13,8 +13,8 @@ ids already in any of them, so `kill -9` loses at most the records in flight and
 
 Failures that a rerun can fix are never recorded as done: a missing or undecodable video, no judge
 for an open question, a judge or network error, running out of memory on one item. They are counted
-in `pairs.summary.json` (`retryable`), listed in `pairs.retry.jsonl`, and tried again by the next run. `pairs.run.json` holds
-the run's fingerprint (model, frames, perturbation, seed, judge, rrpo version); a rerun with another
+in `pairs.summary.json` (`retryable`), listed in `pairs.retry.jsonl`, and tried again by the next run.
+`pairs.run.json` holds the run's fingerprint (model, frames, perturbation, seed, judge, rrpo version); a rerun with another
 one refuses to mix unless `overwrite=True` (`--overwrite`) starts clean. `--shard i/n` takes the
 records whose id hashes to i (stable across machines); `merge_shards` joins the shard files.
 """
