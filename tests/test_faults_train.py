@@ -57,22 +57,34 @@ def steps_logged(out: Path) -> list[int]:
 
 def test_resume_passes_over_an_incomplete_newest_checkpoint(world, tmp_path, capsys):
     out = tmp_path / "run"
-    assert train(world, out, "--max_steps", "2", "--save_steps", "1") == 0
-    # As after a kill (or a full disk) while checkpoint-2 was being saved: no trainer state, no summary.
-    (out / "checkpoint-2" / "trainer_state.json").unlink()
+    assert train(world, out, "--max_steps", "3", "--save_steps", "1") == 0
+    # As after a kill (or a full disk) while checkpoint-3 was being saved: no trainer state, no summary,
+    # and a half-written last metrics line.
+    (out / "checkpoint-3" / "trainer_state.json").unlink()
     (out / "train_summary.json").unlink()
     with (out / "metrics.jsonl").open("a") as f:
-        f.write('{"step": 3, "lo')  # a half-written last metrics line
+        f.write('{"step": 3, "lo')
     capsys.readouterr()
     assert train(world, out, "--max_steps", "3", "--save_steps", "1", "--resume") == 0
     printed = capsys.readouterr().out
     assert (
-        "checkpoint-2 is incomplete (no trainer_state.json)" in printed
+        "checkpoint-3 is incomplete (no trainer_state.json)" in printed
         and "dropped 1 unreadable line" in printed
     )
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["status"] == "finished" and summary["global_step"] == 3
-    assert steps_logged(out) == [1, 2, 3]  # resumed after step 1: step 2 redone, logged once
+    assert steps_logged(out) == [1, 2, 3]  # resumed after step 2: step 3 redone, logged once
+
+
+def test_resume_with_other_settings_is_refused(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(world, out, "--max_steps", "2", "--save_steps", "1") == 0
+    (out / "train_summary.json").unlink()  # as if killed
+    capsys.readouterr()
+    assert (
+        train(world, out, "--max_steps", "2", "--save_steps", "1", "--resume", "--learning-rate", "1e-2") == 1
+    )
+    assert "different run (differs in: learning_rate" in capsys.readouterr().err
 
 
 def test_resume_of_a_finished_run_trains_nothing(world, tmp_path, capsys):
@@ -144,3 +156,14 @@ def test_pairs_that_cannot_train_are_skipped_with_their_reason(world, tmp_path):
     assert reasons["same"].startswith("identical responses")
     assert "chosen has 2, rejected 1" in reasons["counts"]
     assert "outside --video-root" in reasons["escape"]
+
+
+def test_every_pair_skipped_names_the_reasons(world, tmp_path, capsys):
+    data = tmp_path / "only_broken.jsonl"
+    write_pairs(data, [PreferencePair("broken", "videos/broken.mp4", "Q?", "Yes", "No", [(0, 3)], [(0, 2)])])
+    out = tmp_path / "run"
+    assert train(world, out, "--max_steps", "1", "--max_skip_fraction", "1", data=data) == 1
+    err = capsys.readouterr().err
+    assert "every pair was skipped: 1 of 1 pairs skipped (bad video: 1); first: broken (bad video:" in err
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["status"] == "failed" and summary["skipped"][0]["id"] == "broken"

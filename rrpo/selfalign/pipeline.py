@@ -248,7 +248,8 @@ def generate_pairs(
     _drop_retryable_rejects(files.rejects)  # written as final by older rrpo versions: try them again
     if fingerprint is not None:
         claim_output(files.run, fingerprint, what=f"--out {files.pairs}")
-    run_tag = {"run": fingerprint_id(fingerprint)} if fingerprint is not None else {}
+    # Each pair records the run that made it (its settings are in pairs.run.json) and the model.
+    run_tag = {"run": fingerprint_id(fingerprint), "model": fingerprint.get("model")} if fingerprint else {}
     video_root = Path(video_root)
     summary = Summary(records_seen=len(questions))
     started = time.time()

@@ -4,7 +4,8 @@ dataloader worker and rank.
 
 Files rrpo owns there (what `--overwrite` deletes; nothing else in the directory is touched):
 `checkpoint-*/`, the adapter (`adapter_model.safetensors`, `adapter_config.json`, `README.md`),
-`training_args.bin`, `metrics.jsonl`, `train_summary.json`, `rrpo_train_config.yaml`, `skipped.jsonl`.
+`training_args.bin`, `metrics.jsonl`, `train_summary.json`, `rrpo_train_config.yaml`, `skipped.jsonl`,
+`run.json` (the run's fingerprint: what a `--resume` must share with the run it continues).
 """
 
 from __future__ import annotations
@@ -41,7 +42,15 @@ _OWNED_FILES = (
     SUMMARY_FILE,
     "rrpo_train_config.yaml",
     SKIPS_FILE,
+    "run.json",
 )
+# The settings a resumed run must share with the run it continues (not logging, saving, workers ...).
+FINGERPRINT_FIELDS = (
+    "data", "loss_type", "beta", "alpha", "fine_grained", "token_kl", "ddpo_gamma", "tdpo_version",
+    "lora_r", "lora_alpha", "lora_dropout", "frames", "frame_size", "fps", "max_frames", "max_pixels",
+    "max_length", "learning_rate", "lr_scheduler_type", "warmup_ratio", "weight_decay", "num_train_epochs",
+    "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "optim",
+)  # fmt: skip
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # A checkpoint is complete when the Trainer got as far as its state file and the adapter is there.
 _CHECKPOINT_NEEDS = ("trainer_state.json", "adapter_model.safetensors")
@@ -125,6 +134,22 @@ def clear_run(output_dir: Path) -> None:
         shutil.rmtree(path)
     for name in _OWNED_FILES:
         (out / name).unlink(missing_ok=True)
+
+
+def train_fingerprint(cfg: Any) -> dict[str, Any]:
+    """What makes a resumed run the same run (rrpo.data.runs): rrpo's version, the model, the pairs file
+    (path and a hash of its bytes) and every setting that shapes the optimisation."""
+    import hashlib
+
+    from rrpo import __version__
+    from rrpo.data.runs import model_identity
+
+    data = Path(cfg.data)
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()[:16] if data.is_file() else None
+    values = {name: getattr(cfg, name, None) for name in FINGERPRINT_FIELDS}
+    values["data"] = {"path": str(data.resolve()), "sha256": digest}
+    values["dtype"] = str(getattr(cfg, "weights_dtype", None))
+    return {"rrpo": __version__, "model": model_identity(cfg.model, getattr(cfg, "revision", None)), **values}
 
 
 def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from rrpo.data.record import PreferencePair, read_pairs
+from rrpo.data.runs import claim_output
 from rrpo.errors import RRPOError, VideoError
 from rrpo.losses.registry import PreferenceLoss
 from rrpo.train import rundir
@@ -269,6 +270,8 @@ def train(cfg: RRPOConfig) -> dict[str, Any]:
                 )
             if main:
                 rundir.clear_run(output_dir)
+        if main:  # a resumed run must be the same run: refused, naming what differs, otherwise
+            claim_output(output_dir / "run.json", rundir.train_fingerprint(cfg), what=f"--out {output_dir}")
         ledger = SkipLedger(path=output_dir / rundir.SKIPS_FILE)
         try:
             return _train(cfg, output_dir, video_root, resume_from, ledger, main)
