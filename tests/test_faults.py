@@ -382,3 +382,21 @@ def test_a_model_error_on_one_item_spares_the_batch(world, tmp_path, monkeypatch
     monkeypatch.setattr(commands.TransformersGenerator, "__call__", original)
     assert generate(world, out, "--batch-size", "8") == 0  # the out-of-memory record is retried
     assert json.loads(out.with_name("pairs.summary.json").read_text())["processed"] == 1
+
+
+def test_a_read_only_output_says_so(world, tmp_path, capsys):
+    import subprocess
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip() or done.returncode}")
+    try:
+        assert generate(world, mnt / "pairs.jsonl") == 1
+        err = capsys.readouterr().err
+        assert "the file system is read-only" in err and str(mnt) in err and "Traceback" not in err
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
