@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,11 +36,18 @@ from rrpo.data.answers import canonical_wrong_answer, pair_texts, reference_answ
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
 from rrpo.data.prompts import question_prompt
 from rrpo.data.record import PreferencePair, VideoQuestion, write_jsonl_atomic
-from rrpo.data.runs import claim_output, differing_fields, fingerprint_id, write_json_atomic
+from rrpo.data.runs import claim_output, fingerprint_id, write_json_atomic
 from rrpo.errors import RRPOError, VideoError
 from rrpo.llm.client import LLMError
 from rrpo.selfalign.differ import Diff, DiffReject, diff_answers
 from rrpo.selfalign.judge import judge_answer
+from rrpo.selfalign.outputs import (
+    RETRYABLE_PREFIXES,
+    OutputFiles,
+    drop_retryable_rejects,
+    reason_key,
+)
+from rrpo.selfalign.outputs import merge_shards as merge_shards  # re-exported: `rrpo merge-shards`'s home
 
 # A generator answers a batch of (frames [T,H,W,3] uint8, prompt) greedily.
 Generator = Callable[[list[tuple[np.ndarray, str]]], list[str]]
@@ -131,66 +137,6 @@ class GenerateConfig:
         return cls(**values)
 
 
-SIDECARS = ("rejects", "correct", "summary", "retry", "run")
-# Reject reasons a rerun can fix (files of rrpo versions that recorded them as rejects).
-RETRYABLE_PREFIXES = ("bad video", "judge error", "out of memory")
-
-
-@dataclass
-class OutputFiles:
-    pairs: Path
-    rejects: Path
-    correct: Path
-    summary: Path
-    retry: Path
-    run: Path
-
-    @classmethod
-    def for_out(cls, out: str | Path, shard: tuple[int, int] | None = None) -> OutputFiles:
-        """The files of `--out` (a pairs JSONL path, or a directory: DIR/pairs.jsonl). Sidecars are named
-        after the pairs file (`pairs.jsonl` -> `pairs.rejects.jsonl`, ...), so two outputs in one
-        directory never share one. An `--out` that is itself a sidecar name is refused."""
-        text = str(out)
-        out = Path(out)
-        if out.is_dir() or text.endswith(("/", "\\")):
-            out = out / "pairs.jsonl"
-        for name in SIDECARS:
-            if out.name.endswith(f".{name}.jsonl") or out.name.endswith(f".{name}.json"):
-                raise RRPOError(
-                    f"--out {text}: that is the name of a sidecar file of another output; choose another"
-                )
-        suffix = f".shard{shard[0]:02d}-of-{shard[1]:02d}" if shard else ""
-        stem = out.stem + suffix
-        return cls(
-            pairs=out.with_name(f"{stem}{out.suffix or '.jsonl'}"),
-            rejects=out.with_name(f"{stem}.rejects.jsonl"),
-            correct=out.with_name(f"{stem}.correct.jsonl"),
-            summary=out.with_name(f"{stem}.summary.json"),
-            retry=out.with_name(f"{stem}.retry.jsonl"),
-            run=out.with_name(f"{stem}.run.json"),
-        )
-
-    def all(self) -> list[Path]:
-        return [getattr(self, f.name) for f in dataclasses.fields(self)]
-
-    def remove(self) -> None:
-        """Start clean (`--overwrite`): delete every file of this output."""
-        for path in self.all():
-            path.unlink(missing_ok=True)
-
-    def check_no_legacy_sidecars(self) -> None:
-        """Outputs of rrpo versions that shared `rejects.jsonl` / `correct.jsonl` between every `--out`
-        of a directory: refuse rather than guess which run they belong to."""
-        legacy = [self.pairs.with_name(n) for n in ("rejects.jsonl", "correct.jsonl")]
-        found = [p for p in legacy if p.is_file() and p.stat().st_size]
-        if found and self.pairs.is_file() and not self.rejects.exists() and not self.correct.exists():
-            raise RRPOError(
-                f"{self.pairs.parent} holds {', '.join(p.name for p in found)} of an earlier rrpo version (shared by "
-                f"every output there); to continue that run rename them to {self.rejects.name} and "
-                f"{self.correct.name}, or pass --overwrite to start clean"
-            )
-
-
 @dataclass
 class Summary:
     records_seen: int = 0
@@ -211,12 +157,8 @@ class Summary:
         d = dict(self.__dict__)
         d["rejects_by_reason"] = dict(sorted(self.rejects_by_reason.items()))
         d["rejects"] = sum(self.rejects_by_reason.values())
-        d["retryable_by_reason"] = dict(sorted(Counter(map(_reason_key, self.retryable.values())).items()))
+        d["retryable_by_reason"] = dict(sorted(Counter(map(reason_key, self.retryable.values())).items()))
         return d
-
-
-def _reason_key(reason: str) -> str:
-    return reason.split(":")[0].strip()
 
 
 def generate_pairs(
@@ -245,7 +187,7 @@ def generate_pairs(
     if overwrite:
         files.remove()
     files.check_no_legacy_sidecars()
-    _drop_retryable_rejects(files.rejects)  # written as final by older rrpo versions: try them again
+    drop_retryable_rejects(files.rejects)  # written as final by older rrpo versions: try them again
     if fingerprint is not None:
         claim_output(files.run, fingerprint, what=f"--out {files.pairs}")
     # Each pair records the run that made it (its settings are in pairs.run.json) and the model.
@@ -267,11 +209,11 @@ def generate_pairs(
         todo = [q for q in todo if q.id not in done]
 
         def reject(q: VideoQuestion, reason: str, **extra: Any) -> None:
-            if _reason_key(reason) in RETRYABLE_PREFIXES:
+            if reason_key(reason) in RETRYABLE_PREFIXES:
                 summary.retryable[q.id] = reason  # not done: the next run tries it again
                 return
             rejects_out.append({"id": q.id, "reason": reason, "video": q.video, **extra})
-            summary.rejects_by_reason[_reason_key(reason)] += 1
+            summary.rejects_by_reason[reason_key(reason)] += 1
 
         bar = tqdm(total=len(todo), desc="generate", unit="rec", disable=not progress)
         # One batch of records at a time; each record contributes num_perturbations model inputs.
@@ -387,17 +329,6 @@ def _generate_isolated(
     return out
 
 
-def _drop_retryable_rejects(path: Path) -> None:
-    """Remove reject lines whose reason a rerun can fix (bad video, judge errors), as older rrpo versions
-    wrote them, so that those records are tried again. Atomic; a no-op when there are none."""
-    if not path.is_file():
-        return
-    rows = read_jsonl(path)
-    keep = [r for r in rows if _reason_key(str(r.get("reason", ""))) not in RETRYABLE_PREFIXES]
-    if len(keep) != len(rows):
-        write_jsonl_atomic(path, keep)
-
-
 def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary, run_tag) -> None:  # noqa: ANN001
     """Judge one record's answers and write exactly one outcome line (or none, when the LLM endpoint
     failed, so that a rerun retries it)."""
@@ -472,51 +403,3 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
     pair.validate()
     pairs_out.append(pair.to_dict())
     summary.pairs_made += 1
-
-
-def merge_shards(out: str | Path, num_shards: int) -> dict[str, Any]:
-    """Join the `--shard i/n` outputs of `out` (pairs, rejects, correct, retry) into the unsharded files,
-    checking that every shard is present, that all were made by one run (their fingerprints differ only
-    in the shard) and that no id appears twice. All-or-nothing: every check runs before any file is
-    written, and each merged file is written atomically."""
-    target = OutputFiles.for_out(out)
-    shards = [OutputFiles.for_out(out, (i, num_shards)) for i in range(num_shards)]
-    missing = [str(s.pairs) for s in shards if not s.pairs.exists()]
-    if missing:
-        raise RRPOError(f"missing shard output(s): {', '.join(missing)}")
-    runs = [json.loads(s.run.read_text(encoding="utf-8"))["fingerprint"] for s in shards if s.run.is_file()]
-    merged_run = {**runs[0], "shard": None} if runs else None
-    for s, run in zip(shards, runs):
-        diff = differing_fields({**run, "shard": None}, merged_run)
-        if diff:
-            raise RRPOError(
-                f"{s.run}: shard made by a different run than shard 0 (differs in: {', '.join(diff)})"
-            )
-    merged: dict[str, list[dict]] = {}
-    for kind in ("pairs", "rejects", "correct", "retry"):
-        dest = getattr(target, kind)
-        if kind != "retry" and dest.exists() and dest.stat().st_size:
-            raise RRPOError(f"{dest} already exists and is not empty; remove it to merge again")
-        seen: set[str] = set()
-        rows = []
-        for s in shards:
-            path = getattr(s, kind)
-            for rec in read_jsonl(path) if path.exists() else []:
-                if rec["id"] in seen:
-                    raise RRPOError(f"id {rec['id']!r} appears in more than one shard ({path})")
-                seen.add(rec["id"])
-                rows.append(rec)
-        merged[kind] = rows
-    for kind, rows in merged.items():
-        write_jsonl_atomic(getattr(target, kind), rows)
-    if merged_run is not None:
-        write_json_atomic(target.run, {"fingerprint": merged_run, "id": fingerprint_id(merged_run)})
-    totals = {kind: len(rows) for kind, rows in merged.items()}
-    merged_summary: dict[str, Any] = {"shards": num_shards, "totals": totals, "rejects_by_reason": Counter()}
-    for s in shards:
-        if s.summary.exists():
-            part = json.loads(s.summary.read_text())
-            merged_summary["rejects_by_reason"].update(part.get("rejects_by_reason", {}))
-    merged_summary["rejects_by_reason"] = dict(merged_summary["rejects_by_reason"])
-    write_json_atomic(target.summary, merged_summary)
-    return merged_summary
