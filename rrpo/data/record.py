@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,21 +404,13 @@ def load_questions(
 
 
 def write_jsonl_atomic(path: str | os.PathLike, dicts: Iterable[dict]) -> None:
-    """Write JSON Lines to a temporary file beside `path` and rename it over `path`, so a crash
-    leaves either the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for d in dicts:
-                f.write(json.dumps(d, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON Lines beside `path` and rename the file over it (`rrpo.data.runs.atomic_write`), so a
+    crash leaves either the old file or the new one."""
+    from rrpo.data.runs import atomic_write
+
+    with atomic_write(path) as f:
+        for d in dicts:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
 
 
 def _check_unique(records: Sequence[Any], kind: str) -> None:

@@ -13,12 +13,14 @@ and revision.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rrpo.errors import RRPOError
 
@@ -75,19 +77,27 @@ def claim_output(path: Path, fingerprint: dict[str, Any], *, what: str) -> None:
     write_json_atomic(path, {"fingerprint": fingerprint, "id": fingerprint_id(fingerprint)})
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename: a crash leaves the old file or the
-    new one, never half of one (a full disk included: the CLI reports it in one line)."""
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[TextIO]:
+    """A text file to write `path` through: a temporary file beside it, fsynced and renamed over it at
+    the end, so a crash (a full disk included: the CLI reports it in one line) leaves the old file or
+    the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """`obj` as indented JSON at `path`, atomically (`atomic_write`)."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")

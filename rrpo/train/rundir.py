@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rrpo.data.runs import write_json_atomic
+from rrpo.data.runs import atomic_write, write_json_atomic
 from rrpo.errors import RRPOError
 
 try:
@@ -174,13 +174,8 @@ def trim_metrics(path: Path, upto_step: int) -> None:
             kept.append(line)
     if dropped:
         print(f"note: {path}: dropped {dropped} unreadable line(s) (a run killed while writing)")
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write("".join(line + "\n" for line in kept))
 
 
 class SkipLedger:
