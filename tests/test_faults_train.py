@@ -167,3 +167,35 @@ def test_every_pair_skipped_names_the_reasons(world, tmp_path, capsys):
     assert "every pair was skipped: 1 of 1 pairs skipped (bad video: 1); first: broken (bad video:" in err
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["status"] == "failed" and summary["skipped"][0]["id"] == "broken"
+
+
+def test_skips_on_another_rank_reach_the_summary(world, tmp_path):
+    """Two-process data parallelism with half the pairs undecodable: each rank meets some of them, and
+    rank 0's summary lists them all (each rank holds its own ledger; the shared skipped.jsonl joins them)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from rrpo.data.record import read_pairs
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if shutil.which("torchrun", path=str(torchrun.parent)) is None:
+        pytest.skip("torchrun not installed beside this python")
+    good = read_pairs(world["pairs"])[:4]
+    broken = [
+        PreferencePair(f"broken{i}", "videos/broken.mp4", "Q?", "Yes", "No", [(0, 3)], [(0, 2)])
+        for i in range(4)
+    ]
+    data = tmp_path / "half_broken.jsonl"
+    write_pairs(data, [p for pair in zip(good, broken) for p in pair])
+    out = tmp_path / "ddp"
+    args = ["--model", str(world["model"]), "--data", str(data), "--video-root", str(world["root"])]
+    args += ["--out", str(out), "--frames", "4", "--lora-r", "4", "--lora-alpha", "8", "--batch-size", "1"]
+    args += ["--max-steps", "4", "--warmup-ratio", "0", "--max_skip_fraction", "0.5", "--report_to", "none"]
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", "-m", "rrpo.cli", "train", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert sorted(s["id"] for s in summary["skipped"]) == [f"broken{i}" for i in range(4)]
