@@ -30,24 +30,18 @@ tests/test_longvu.py):
 from __future__ import annotations
 
 import math
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    Dinov2Config,
-    Dinov2Model,
-    Qwen2Config,
-    Qwen2Model,
-    SiglipVisionConfig,
-    SiglipVisionModel,
-)
+from transformers import Qwen2Config, Qwen2Model
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
+
+from rrpo.models.longvu_vision import VisionTowers
 
 IMAGE_TOKEN_INDEX = -200  # the official `<image>` placeholder id, replaced by the visual tokens
 IGNORE_INDEX = -100
@@ -184,71 +178,6 @@ class LongVUModel(Qwen2Model):
         self.vision_sampler_0 = VisionTokenSampler(dim, sides, config.connector_depth)
         self.vision_query = nn.Parameter(torch.zeros(1, dim))
         self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
-
-
-class VisionTowers(nn.Module):
-    """SigLIP and DINOv2, as LongVU reads them: tokens resampled to a 24x24 grid."""
-
-    def __init__(self, config: LongVUConfig):
-        super().__init__()
-        self.siglip = SiglipVisionModel(SiglipVisionConfig(**_tower_kwargs(config.siglip_config)))
-        self.dino = Dinov2Model(Dinov2Config(**_tower_kwargs(config.dino_config)))
-        # LongVU runs DINOv2 (trained at 518 px) at 378 px with the position-table interpolation of the
-        # transformers it was trained with (4.42): a bicubic *scale factor* of (27 + 0.1) / 37. Current
-        # transformers interpolates to a size instead, which samples other points (DINO features move
-        # by ~0.1 on the golden model); the released weights expect the old rule.
-        self.dino.embeddings.interpolate_pos_encoding = types.MethodType(
-            _legacy_dino_pos_encoding, self.dino.embeddings
-        )
-        self.grid = int(config.mm_vision_tower_aux_token_len_list[0] ** 0.5)
-
-    def _resample(self, tokens: torch.Tensor) -> torch.Tensor:
-        n, count, dim = tokens.shape
-        side = int(count**0.5)
-        if side == self.grid:
-            return tokens
-        grid = tokens.view(n, side, side, dim).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid.float(), size=(self.grid, self.grid), mode="bilinear", align_corners=False)
-        return grid.to(tokens.dtype).permute(0, 2, 3, 1).flatten(1, 2)
-
-    def encode(self, pixels: torch.Tensor, tower: str, chunk: int = 64) -> torch.Tensor:
-        """Frames [T, 3, S, S] -> [T, 576, width] (in chunks of 64 frames, as the official code)."""
-        out = []
-        for start in range(0, pixels.shape[0], chunk):
-            x = pixels[start : start + chunk]
-            if tower == "siglip":
-                tokens = self.siglip(pixel_values=x, output_hidden_states=True).hidden_states[-1]
-            else:
-                tokens = self.dino(pixel_values=x).last_hidden_state[:, 1:]
-            out.append(self._resample(tokens))
-        return torch.cat(out, 0)
-
-
-def _legacy_dino_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:  # noqa: ANN001
-    """DINOv2's position table for a `height` x `width` input, as transformers 4.42 computed it."""
-    num_patches = embeddings.shape[1] - 1
-    num_positions = self.position_embeddings.shape[1] - 1
-    if num_patches == num_positions and height == width:
-        return self.position_embeddings
-    class_pos, patch_pos = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
-    dim = embeddings.shape[-1]
-    patch = self.config.patch_size
-    rows, cols = height // patch + 0.1, width // patch + 0.1  # the 0.1 is 4.42's guard against rounding
-    side = int(math.sqrt(num_positions))
-    grid = patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(
-        grid.to(torch.float32),
-        scale_factor=(float(rows / side), float(cols / side)),
-        mode="bicubic",
-        align_corners=False,
-    ).to(patch_pos.dtype)
-    return torch.cat((class_pos, grid.permute(0, 2, 3, 1).view(1, -1, dim)), dim=1)
-
-
-def _tower_kwargs(cfg: dict | None) -> dict:
-    if not cfg:
-        raise ValueError("LongVUConfig needs siglip_config and dino_config (the towers' config.json)")
-    return {k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version", "torch_dtype")}
 
 
 # ---------------------------------------------------------------------------------------------------
