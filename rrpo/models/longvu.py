@@ -461,3 +461,19 @@ class LongVUForCausalLM(Qwen2PreTrainedModel, GenerationMixin):
                 logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        images: list[torch.Tensor] | None = None,
+        image_sizes: list[tuple[int, int]] | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Greedy (or any) generation from the official inputs: the video is spliced in once, then
+        transformers' `generate` continues from the embeddings (returns the new tokens only)."""
+        if images is None:
+            return super().generate(input_ids=input_ids, **kwargs)
+        embeds, _, _ = self.splice(input_ids, images, image_sizes)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        return super().generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)

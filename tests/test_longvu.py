@@ -1,0 +1,181 @@
+"""The LongVU port against the official code's outputs (../shared/fixtures/official_goldens/longvu*): tiny
+random weights in the official layout, the exact inputs, every intermediate, log-probs, greedy tokens,
+the training forward, the preprocessing, the compression (mix) branch, and the real 7B key list."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from rrpo.models.longvu_loading import load_longvu, longvu_config
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def golden(shared_fixtures: Path) -> Path:
+    path = shared_fixtures / "official_goldens" / "longvu"
+    if not (path / "expected.safetensors").is_file():
+        pytest.skip(f"LongVU goldens not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(golden: Path):
+    return load_longvu(
+        golden / "weights" / "model", vision_towers=golden / "weights", attn_implementation="eager"
+    )
+
+
+def _case(path: Path) -> tuple[dict, dict, dict]:
+    from safetensors.torch import load_file
+
+    return (
+        load_file(path / "inputs.safetensors"),
+        load_file(path / "expected.safetensors"),
+        json.loads((path / "meta.json").read_text()),
+    )
+
+
+def _images(inputs: dict) -> list[torch.Tensor]:
+    return [inputs["pixel_values_siglip"], inputs["pixel_values_dino"]]  # fp16, as process_images returned
+
+
+@pytest.mark.parametrize("case", ["longvu", "longvu_compress/mix"])
+def test_every_intermediate_and_the_log_probs_equal_the_official_code(golden, model, case):
+    path = golden.parent / case
+    inputs, expected, meta = _case(path)
+    runtime = json.loads((path / "config_runtime.json").read_text())
+    model.config.tokenizer_model_max_length = runtime[
+        "tokenizer_model_max_length"
+    ]  # as the official run set it
+    try:
+        with torch.no_grad():
+            embeds, _, videos = model.splice(inputs["input_ids"], _images(inputs), meta["image_sizes"])
+            logits = model(
+                input_ids=inputs["input_ids"], images=_images(inputs), image_sizes=meta["image_sizes"]
+            ).logits
+    finally:
+        model.config.tokenizer_model_max_length = 8192
+    video = videos[0]
+    assert video.kept_frames.tolist() == meta["selected_frame_indices"][0]
+    assert (
+        video.mix_res
+        == meta["branches_fired"]["highres: low-res 8x8 copy of every frame computed (input_mix_res=True)"]
+    )
+    for name, ours in video.stages.items():
+        if name in expected:
+            want = expected[name]
+            assert (ours.reshape(want.shape) - want).abs().max() < TOL, f"{case}: {name}"
+    assert embeds.shape == expected["inputs_embeds"].shape == (1, meta["inputs_embeds_seq_len"], 64)
+    assert (embeds - expected["inputs_embeds"]).abs().max() < TOL
+    assert (torch.log_softmax(logits.float(), -1) - expected["logprobs"]).abs().max() < TOL
+
+
+def test_unpad_reads_height_width_as_width_height_like_the_official_code(golden, model):
+    """240x320 frames: 12 rows x (10 columns + newline) = 132 tokens per frame (a correct unpad would
+    crop rows and give 9 x 13 = 117)."""
+    inputs, _, meta = _case(golden)
+    with torch.no_grad():
+        _, _, videos = model.splice(inputs["input_ids"], _images(inputs), meta["image_sizes"])
+    assert videos[0].embeds.shape[0] == 8 * 132 == meta["visual_tokens_total"]
+
+
+def test_greedy_tokens_equal_the_official_generate(golden, model):
+    inputs, expected, meta = _case(golden)
+    tokens = model.generate(
+        input_ids=inputs["input_ids"],
+        images=_images(inputs),
+        image_sizes=meta["image_sizes"],
+        max_new_tokens=6,
+        do_sample=False,
+    )
+    assert tokens.tolist() == expected["generated_ids"].tolist()
+
+
+def test_training_forward_equals_the_official_one(golden, model):
+    inputs, expected, meta = _case(golden)
+    with torch.no_grad():
+        out = model(
+            input_ids=inputs["train_input_ids"],
+            labels=inputs["train_labels"],
+            images=_images(inputs),
+            image_sizes=meta["image_sizes"],
+        )
+        _, labels, _ = model.splice(
+            inputs["train_input_ids"], _images(inputs), meta["image_sizes"], inputs["train_labels"]
+        )
+    assert (out.logits - expected["train_logits"]).abs().max() < TOL
+    assert abs(out.loss.item() - expected["train_loss"].item()) < TOL
+    assert torch.equal(labels, expected["train_labels_expanded"])
+
+
+def test_preprocessing_of_the_raw_frames_gives_the_official_pixels(golden):
+    from rrpo.models.longvu_vision import load_tower_processors, longvu_pixels
+
+    inputs, _, _ = _case(golden)
+    siglip, dino = load_tower_processors(
+        str(golden / "weights" / "siglip"), str(golden / "weights" / "dinov2")
+    )
+    ours = longvu_pixels(inputs["raw_frames_uint8"].numpy(), siglip, dino)
+    for mine, theirs in zip(ours, _images(inputs)):
+        assert torch.equal(mine.half(), theirs)  # the official code hands fp16 to the towers
+
+
+def _real_keys(golden: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Sections of real_keys.txt: "longvu", "siglip", "dino" -> {key: shape}."""
+    sections: dict[str, dict[str, tuple[int, ...]]] = {"longvu": {}}
+    current = "longvu"
+    for line in (golden / "real_keys.txt").read_text().splitlines():
+        if line.startswith("# ---- tower:"):
+            current = "siglip" if "Siglip" in line else "dino"
+            sections[current] = {}
+        elif line and not line.startswith("#"):
+            key, shape = line.split("\t")[:2]
+            sections[current][key] = tuple(json.loads(shape))
+    return sections
+
+
+def _pattern(key: str) -> str:
+    return re.sub(r"\.\d+\.", ".N.", key)
+
+
+def test_every_real_checkpoint_key_maps_onto_the_port(golden, tmp_path):
+    """The real 7B model, built from its real configs on the meta device: every key of the released
+    checkpoint is a parameter of the port with its shape, and the port has no other; each real tower
+    has the port tower's element count and the key layout of the tiny towers that load (converted by
+    transformers' from_pretrained) without a missing or unexpected key."""
+    from safetensors import safe_open
+
+    from rrpo.models.longvu import LongVUForCausalLM
+
+    real = _real_keys(golden)
+    real_config = golden / "real_config"
+    model_dir = tmp_path / "real"
+    model_dir.mkdir()
+    used = json.loads((real_config / "longvu_qwen2_7b_config_used.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "cambrian_qwen", **used}))  # as released
+    towers = tmp_path / "towers"
+    for name in ("siglip", "dinov2"):
+        (towers / name).mkdir(parents=True)
+        (towers / name / "config.json").write_text((real_config / name / "config.json").read_text())
+    config = longvu_config(model_dir, vision_towers=towers)
+    with torch.device("meta"):
+        port = LongVUForCausalLM(config)
+    ours = {k: tuple(v.shape) for k, v in port.state_dict().items()}
+    language = {k: s for k, s in ours.items() if not k.startswith("vision_towers.")}
+    assert language == real["longvu"]
+    for section, prefix, tiny in (
+        ("siglip", "vision_towers.siglip.", "siglip"),
+        ("dino", "vision_towers.dino.", "dinov2"),
+    ):
+        tower = {k: s for k, s in ours.items() if k.startswith(prefix)}
+        count = lambda shapes: sum(int(torch.Size(s).numel()) for s in shapes)  # noqa: E731
+        assert count(tower.values()) == count(real[section].values()), section
+        with safe_open(str(golden / "weights" / tiny / "model.safetensors"), "pt") as f:
+            tiny_patterns = {_pattern(k) for k in f.keys()}
+        assert {_pattern(k) for k in real[section]} == tiny_patterns, section
