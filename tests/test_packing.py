@@ -127,11 +127,17 @@ def test_lora_targets_only_language_model_linears(setup):
     assert targeted, f"{family}: LoRA targeted nothing"
     names = {n.rsplit(".", 1)[-1] for n in targeted}
     assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    # The decoder's own path: `language_model` in transformers classes, `model.layers` in the LongVU port.
+    decoder = r"\.model\.layers\.\d+\." if vlm.ported else "language_model"
     for n in targeted:
-        assert "language_model" in n, n
-        assert not re.search(r"visual|vision_tower|multi_modal_projector|merger", n), n
-    # The vision tower does have q/k/v-like linears that a bare "q_proj" regex would catch (LLaVA).
-    n_layers = vlm.hf_model.config.text_config.num_hidden_layers
+        assert re.search(decoder, n), n
+        assert not re.search(
+            r"visual|vision_tower|multi_modal_projector|merger|mm_projector|vision_sampler", n
+        ), n
+    # The vision tower (and LongVU's connector) does have q/k/v-like linears that a bare "q_proj" regex
+    # would catch (LLaVA).
+    config = vlm.hf_model.config
+    n_layers = getattr(config, "text_config", config).num_hidden_layers
     assert len(targeted) == 7 * n_layers
 
 

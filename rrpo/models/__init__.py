@@ -2,7 +2,7 @@
 
 Public API:
     FAMILIES                  name -> adapter class ("qwen2-vl", "qwen2.5-vl", "qwen3-vl",
-                              "llava-onevision", "llava-next-video")
+                              "llava-onevision", "llava-next-video", "longvu": a port, longvu.py)
     family_of(dir_or_config)  family name from `config.model_type` (`rrpo_family.json`: a tiny-model hint)
     load_model(dir_or_hub_id, ...) -> VideoLM (the family's adapter: .model .processor .tokenizer
                               .read_clip .generate .stop_token_ids ...)
@@ -58,9 +58,17 @@ __all__ = ["FAMILIES", *sorted(_EXPORTS)]
 
 def _families() -> dict[str, Any]:
     from rrpo.models.llava import LlavaNextVideoAdapter, LlavaOneVisionAdapter
+    from rrpo.models.longvu_adapter import LongVUAdapter
     from rrpo.models.qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
 
-    classes = (Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter, LlavaOneVisionAdapter, LlavaNextVideoAdapter)
+    classes = (
+        Qwen2VLAdapter,
+        Qwen25VLAdapter,
+        Qwen3VLAdapter,
+        LlavaOneVisionAdapter,
+        LlavaNextVideoAdapter,
+        LongVUAdapter,
+    )
     return {cls.family: cls for cls in classes}
 
 

@@ -79,6 +79,9 @@ class VideoLMAdapter:
     default_frame_size: ClassVar[tuple[int, int] | None] = None
     mrope: ClassVar[bool] = False
     lora_target_modules: ClassVar[str] = LORA_TARGET_REGEX
+    # A port on transformers components (no transformers class of its own, e.g. LongVU): loaded by the
+    # family's own code, not by transformers' Auto classes.
+    ported: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -159,6 +159,7 @@ def load_model(
     max_pixels: int | None = None,
     attn_implementation: str = "sdpa",
     is_trainable: bool = False,
+    vision_towers: str | Path | None = None,
 ) -> VideoLMAdapter:
     """Load a video LLM (local directory or Hub id) as the family's adapter (the `VideoLM`).
 
@@ -168,7 +169,9 @@ def load_model(
     "bf16", "fp16", "fp32". Frames: `num_frames` uniform samples, or `fps` samples per second up to
     `max_frames`; native aspect ratio sized by the processor (`max_pixels` caps a frame) unless
     `frame_size` (h, w) is given (tiny models carry one in `rrpo_family.json`). The packed pair forward
-    needs an attention implementation that takes a float 4D mask ("sdpa" or "eager").
+    needs an attention implementation that takes a float 4D mask ("sdpa" or "eager"). `vision_towers`
+    (LongVU only): a directory with the towers' `siglip/` and `dinov2/` (default: inside the model
+    directory if there, else their Hub ids).
     """
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise RRPOError(
@@ -180,8 +183,15 @@ def load_model(
     cls = _families()[family]
     meta = _family_meta(model_dir)
     _check_processor_files(model_dir)
-    model = cls.load_hf_model(model_dir, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation)
-    processor = cls.load_processor(model_dir)
+    towers = {}
+    if vision_towers is not None:
+        if family != "longvu":
+            raise RRPOError(f"--vision-towers is for LongVU checkpoints; {model_dir} is {family}")
+        towers = {"vision_towers": vision_towers}
+    model = cls.load_hf_model(
+        model_dir, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **towers
+    )
+    processor = cls.load_processor(model_dir, **towers)
     if adapter_dir is not None:
         from peft import PeftModel
 

@@ -429,6 +429,39 @@ class LongVUForCausalLM(Qwen2PreTrainedModel, GenerationMixin):
             lab_out = torch.stack([F.pad(x, (0, width - len(x)), value=IGNORE_INDEX) for x in new_labels])
         return padded, lab_out, videos
 
+    def embed_with_video(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values_siglip: torch.Tensor,
+        pixel_values_dino: torch.Tensor,
+        video_frames: torch.Tensor,
+        video_sizes: torch.Tensor,
+        video_tokens: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of rows whose video is already expanded to its placeholder ids (the adapter's
+        prompts: `IMAGE_TOKEN_INDEX` once per visual token), the videos' frames concatenated along dim 0
+        (`video_frames` [B] per row, `video_sizes` [B, 2]). The tokens are computed without the budget
+        rules (the adapter checked that none applies) unless `video_tokens` are given; returns
+        (inputs_embeds, video_tokens)."""
+        if video_tokens is None:
+            parts, start = [], 0
+            for count, size in zip(video_frames.tolist(), video_sizes.tolist()):
+                end = start + count
+                video = self.encode_video(
+                    pixel_values_siglip[start:end], pixel_values_dino[start:end], tuple(size), 0
+                )
+                parts.append(video.embeds)
+                start = end
+            video_tokens = torch.cat(parts)
+        placeholder = input_ids == IMAGE_TOKEN_INDEX
+        if int(placeholder.sum()) != video_tokens.shape[0]:
+            raise RuntimeError(
+                f"LongVU: {int(placeholder.sum())} video placeholders for {video_tokens.shape[0]} tokens"
+            )
+        embeds = self.model.embed_tokens(input_ids.clamp(min=0))
+        embeds = embeds.masked_scatter(placeholder.unsqueeze(-1), video_tokens.to(embeds.dtype))
+        return embeds, video_tokens
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -440,11 +473,20 @@ class LongVUForCausalLM(Qwen2PreTrainedModel, GenerationMixin):
         images: list[torch.Tensor] | None = None,
         image_sizes: list[tuple[int, int]] | None = None,
         use_cache: bool | None = None,
+        pixel_values_siglip: torch.Tensor | None = None,
+        pixel_values_dino: torch.Tensor | None = None,
+        video_frames: torch.Tensor | None = None,
+        video_sizes: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         if images is not None and input_ids is not None and input_ids.shape[1] > 1:
             inputs_embeds, labels, _ = self.splice(input_ids, images, image_sizes, labels)
             input_ids, attention_mask = None, None
+        elif pixel_values_siglip is not None and input_ids is not None:  # the adapter's expanded prompts
+            inputs_embeds, _ = self.embed_with_video(
+                input_ids, pixel_values_siglip, pixel_values_dino, video_frames, video_sizes
+            )
+            input_ids = None
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

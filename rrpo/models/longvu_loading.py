@@ -129,5 +129,94 @@ def _rebuild_meta_buffers(model: Any) -> None:
         for name, buf in list(module.named_buffers(recurse=False)):
             if buf.is_meta:
                 if name != "position_ids":
-                    raise RRPOError(f"LongVU port: buffer {name} of {type(module).__name__} left uninitialised")
-                module.register_buffer(name, torch.arange(buf.shape[-1]).expand(buf.shape).clone(), persistent=False)
+                    raise RRPOError(
+                        f"LongVU port: buffer {name} of {type(module).__name__} left uninitialised"
+                    )
+                module.register_buffer(
+                    name, torch.arange(buf.shape[-1]).expand(buf.shape).clone(), persistent=False
+                )
+
+
+def build_tiny_longvu(
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    num_frames: int = 16,
+    image_size: int = 32,
+) -> Path:
+    """A tiny random-weight LongVU in the released layout: `config.json` (model_type "cambrian_qwen",
+    the connector's fields), `model.safetensors` (the language model and connector under the official
+    key names, no towers), a Qwen-style tokenizer, and the towers in `siglip/` and `dinov2/` (tiny
+    SiglipVisionModel at 384 px and Dinov2Model with SwiGLU, read at 378 px, with their processors)."""
+    from safetensors.torch import save_file
+    from transformers import BitImageProcessor, SiglipImageProcessor
+
+    from rrpo.models.tiny import _QWEN_SPECIALS, FAMILY_FILE, _qwen_template, _text_kwargs, _train_tokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tok = _train_tokenizer(
+        _QWEN_SPECIALS,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        bos=None,
+        unk=None,
+        template=_qwen_template("qwen2-vl"),
+    )
+    siglip = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 384, "patch_size": 14}  # fmt: skip
+    dino = {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "image_size": 518, "patch_size": 14, "use_swiglu_ffn": True, "mlp_ratio": 4}  # fmt: skip
+    connector = {
+        "model_type": MODEL_TYPE, "architectures": ["CambrianQwenForCausalLM"], "mm_projector_type": "sva",
+        "vision_hidden_size": 32, "connector_depth": 1, "num_query_group": 1, "query_num_list": [144],
+        "image_token_len": 144, "lowres_token": 8, "highres": True, "connector_only": True,
+        "mm_vision_tower_aux_list": ["siglip/CLIP-ViT-SO400M-14-384", "facebook/dinov2-giant-res378"],
+        "mm_vision_tower_aux_token_len_list": [576, 576], "tokenizer_model_max_length": 8192,
+        "dino_threshold": 0.83, "drop_threshold": 0.7, "image_aspect_ratio": "pad", "tie_word_embeddings": False,
+        "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+    }  # fmt: skip
+    text = _text_kwargs(tok, hidden_size, num_layers, num_heads, num_kv_heads)
+    config = LongVUConfig(siglip_config=siglip, dino_config=dino, **text, **connector)
+    model = LongVUForCausalLM(config).eval()
+    with torch.no_grad():  # torch.empty at init in the official code: give the learned vectors values
+        model.model.vision_query.normal_(0, 0.125)
+        model.model.image_newline.normal_(0, 0.02)
+        for p in model.model.vision_sampler_0.parameters():
+            if p.dim() == 2 and p.shape[0] == 4:
+                p.normal_(0, 0.25)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("vision_towers.")}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    raw = config.to_dict()
+    for key in ("siglip_config", "dino_config", "transformers_version", "_name_or_path"):
+        raw.pop(key, None)
+    (out / "config.json").write_text(json.dumps({**raw, **connector}, indent=2) + "\n")
+    model.vision_towers.siglip.save_pretrained(out / "siglip")
+    model.vision_towers.dino.save_pretrained(out / "dinov2")
+    SiglipImageProcessor(
+        size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(out / "siglip")
+    BitImageProcessor(
+        size={"shortest_edge": 256},
+        crop_size={"height": 224, "width": 224},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        do_convert_rgb=True,
+    ).save_pretrained(out / "dinov2")
+    tok.save_pretrained(out)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.save_pretrained(out)
+    meta = {
+        "family": "longvu",
+        "frame_size": [image_size, image_size],
+        "num_frames": num_frames,
+        "tiny": True,
+    }
+    (out / FAMILY_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out

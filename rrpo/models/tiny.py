@@ -325,6 +325,7 @@ DEFAULT_IMAGE_SIZE = {
     "qwen3-vl": 64,
     "llava-onevision": 32,
     "llava-next-video": 32,
+    "longvu": 32,
 }
 
 
@@ -353,6 +354,13 @@ def build_tiny_model(
     if hidden_size % num_heads or (hidden_size // num_heads) % 2:
         raise RRPOError(f"--hidden-size {hidden_size} must split into {num_heads} heads of even size")
     image_size = image_size or DEFAULT_IMAGE_SIZE[family]
+    if family == "longvu":  # a port: its own layout (checkpoint + towers), rrpo/models/longvu_loading.py
+        from rrpo.models.longvu_loading import build_tiny_longvu
+
+        return build_tiny_longvu(
+            out_dir, seed=seed, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+            num_kv_heads=num_kv_heads, num_frames=num_frames, image_size=image_size,
+        )  # fmt: skip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
