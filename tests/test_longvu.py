@@ -179,3 +179,39 @@ def test_every_real_checkpoint_key_maps_onto_the_port(golden, tmp_path):
         with safe_open(str(golden / "weights" / tiny / "model.safetensors"), "pt") as f:
             tiny_patterns = {_pattern(k) for k in f.keys()}
         assert {_pattern(k) for k in real[section]} == tiny_patterns, section
+
+
+def test_the_family_prompt_and_generation_equal_the_official_ones(golden):
+    """Through `load_model` and the adapter: the ChatML prompt gives the official input ids (the video
+    as one -200), and generating from the raw frames gives the official greedy tokens."""
+    from rrpo.models import load_model
+    from rrpo.models.longvu import IMAGE_TOKEN_INDEX
+    from rrpo.models.longvu_adapter import tokenize_with_video
+
+    inputs, expected, meta = _case(golden)
+    vlm = load_model(golden / "weights" / "model", vision_towers=golden / "weights", num_frames=8)
+    assert vlm.family == "longvu"
+    text = vlm.prompt_text("Describe this video in detail.")
+    assert text == meta["prompt"]
+    ids = tokenize_with_video(vlm.tokenizer, text, 1)
+    assert ids == inputs["input_ids"][0].tolist() and ids.count(IMAGE_TOKEN_INDEX) == 1
+    reply = vlm.generate(
+        [(inputs["raw_frames_uint8"].numpy(), "Describe this video in detail.")], max_new_tokens=6
+    )
+    assert reply == [vlm.tokenizer.decode(expected["generated_ids"][0], skip_special_tokens=True).strip()]
+
+
+def test_a_pair_the_official_rules_would_compress_is_skipped(golden):
+    from rrpo.models import SkipPair, encode_pair, load_model
+
+    inputs, _, _ = _case(golden)
+    vlm = load_model(golden / "weights" / "model", vision_towers=golden / "weights", num_frames=8)
+    frames = inputs["raw_frames_uint8"].numpy()
+    pair = encode_pair(vlm, frames, "Describe.", "A cat.", "A dog.", [(2, 5)], [(2, 5)])
+    assert int((pair.prefix_ids == -200).sum()) == 8 * 132
+    vlm.hf_model.config.tokenizer_model_max_length = 745  # the mix case's context: 8 frames no longer fit
+    try:
+        with pytest.raises(SkipPair, match="LongVU compresses 8 frames"):
+            encode_pair(vlm, frames, "Describe.", "A cat.", "A dog.", [(2, 5)], [(2, 5)])
+    finally:
+        vlm.hf_model.config.tokenizer_model_max_length = 8192

@@ -89,3 +89,28 @@ def test_cli_prints_the_error_and_help(capsys):
     assert "--loss" in out and "--no-fine-grained" in out and "--optim" in out
     with pytest.raises(SystemExit):
         main(["merge", "--unknown-flag"])
+
+
+def test_presets_set_the_papers_settings_and_flags_and_files_override_them(tmp_path):
+    from rrpo.train.config import PRESETS, parse_train_args
+
+    base = ["--model", "m", "--data", "d.jsonl", "--out", str(tmp_path / "o")]
+    longvu = parse_train_args([*base, "--preset", "longvu"])
+    assert (longvu.learning_rate, longvu.beta, longvu.alpha) == (5e-6, 0.5, 0.05)
+    assert (longvu.lora_r, longvu.lora_alpha, longvu.fps, longvu.max_frames) == (128, 256, 1.0, 16)
+    assert (longvu.per_device_train_batch_size, longvu.gradient_accumulation_steps, longvu.max_length) == (
+        1,
+        8,
+        8192,
+    )
+    assert str(longvu.lr_scheduler_type.value) == "cosine"
+    chat = parse_train_args([*base, "--preset", "videochat2", "--beta", "0.2"])
+    assert (chat.learning_rate, chat.beta, chat.alpha, chat.weight_decay) == (2e-5, 0.2, 0.01, 0.02)
+    yaml_file = tmp_path / "t.yaml"
+    yaml_file.write_text("alpha: 0.5\n")
+    video = parse_train_args([*base, "--preset", "llava-video", "--config", str(yaml_file)])
+    assert (video.learning_rate, video.beta, video.alpha) == (5e-6, 0.1, 0.5)
+    plain = parse_train_args(base)
+    assert plain.beta == 0.1 != PRESETS["longvu"]["beta"] and plain.lora_r == 128 and plain.fps is None
+    with pytest.raises(RRPOError, match="--preset 'llama'"):
+        parse_train_args([*base, "--preset", "llama"])

@@ -46,6 +46,13 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
 
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model (Hub ids only)")
     p.add_argument(
+        "--vision-towers",
+        dest="vision_towers",
+        default=None,
+        help="LongVU only: a directory holding its two towers as siglip/ and dinov2/ (default: inside --model, "
+        "else google/siglip-so400m-patch14-384 and facebook/dinov2-giant from the Hub)",
+    )
+    p.add_argument(
         "--dtype",
         choices=("auto", "bf16", "fp16", "fp32"),
         default=d("auto"),
@@ -88,7 +95,15 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """`load_model` keyword arguments from the options `add_model_options` added."""
     out: dict[str, Any] = {}
-    for name in ("revision", "dtype", "attn_implementation", "fps", "max_frames", "max_pixels"):
+    for name in (
+        "revision",
+        "dtype",
+        "attn_implementation",
+        "fps",
+        "max_frames",
+        "max_pixels",
+        "vision_towers",
+    ):
         if getattr(args, name, None) is not None:
             out[name] = getattr(args, name)
     return out

@@ -40,6 +40,12 @@ class RRPOConfig(TrainingArguments):
     model: str = field(default="", metadata=_help("model directory or Hub id (any supported family)"))
     data: str = field(default="", metadata=_help("preference pairs JSONL"))
     video_root: str = field(default=".", metadata=_help("directory the pairs' video paths are relative to"))
+    vision_towers: str | None = field(
+        default=None,
+        metadata=_help(
+            "LongVU only: directory with its towers as siglip/ and dinov2/ (default: inside --model, else the Hub)"
+        ),
+    )
     allow_outside_root: bool = field(
         default=False,
         metadata=_help("read video paths that lead outside --video-root ('../..', absolute paths)"),
@@ -339,6 +345,24 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+# The paper's settings per base model (its release, scripts/<model>/run.sh). `--preset NAME` sets them;
+# a --config file and explicit flags override a preset. Not covered: LongVU's LoRA bias "lora_only"
+# (rrpo trains no biases) and VideoChat2's fp16 grad scaler (rrpo uses bf16 or fp32).
+PRESETS: dict[str, dict[str, Any]] = {
+    "longvu": {
+        "learning_rate": 5e-6, "beta": 0.5, "alpha": 0.05, "lora_r": 128, "lora_alpha": 256,
+        "num_train_epochs": 1, "fps": 1.0, "max_frames": 16, "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 8, "lr_scheduler_type": "cosine", "max_length": 8192,
+    },
+    "llava-video": {"learning_rate": 5e-6, "beta": 0.1, "alpha": 0.01},
+    "videochat2": {
+        "learning_rate": 2e-5, "beta": 0.9, "alpha": 0.01, "lora_r": 128, "lora_alpha": 256,
+        "lora_dropout": 0.05, "frames": 16, "num_train_epochs": 1, "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 4, "weight_decay": 0.02,
+    },
+}  # fmt: skip
+
+
 def train_arg_parser() -> HfArgumentParser:
     """`rrpo train`'s parser: every `RRPOConfig` field as `--name` (and `--name-with-dashes`)."""
     own = [f.name for f in dataclasses.fields(RRPOConfig) if f.name not in _TRAINER_FIELDS]
@@ -355,19 +379,35 @@ def train_arg_parser() -> HfArgumentParser:
     )
     parser.add_argument("--config", default=None, help="YAML file of training options (flags override it)")
     parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="the paper's settings for a base model: "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items()) for name, values in PRESETS.items()
+        )
+        + " (a --config file and explicit flags override them)",
+    )
+    parser.add_argument(
         "--no-bf16", "--no_bf16", dest="bf16", action="store_const", const=False, help="fp32 weights"
     )
     return parser
 
 
 def parse_train_args(argv: list[str]) -> RRPOConfig:
-    """Flags > `--config` file > defaults, through one `HfArgumentParser`."""
+    """Flags > `--config` file > `--preset` > defaults, through one `HfArgumentParser`."""
     import argparse
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
-    config_file = pre.parse_known_args(argv)[0].config
+    pre.add_argument("--preset", default=None)
+    known = pre.parse_known_args(argv)[0]
+    config_file = known.config
     parser = train_arg_parser()
+    if known.preset is not None:
+        if known.preset not in PRESETS:
+            raise RRPOError(f"--preset {known.preset!r}: choose one of {', '.join(sorted(PRESETS))}")
+        parser.set_defaults(**PRESETS[known.preset])
     if config_file:
         values = read_config_file(config_file)
         _check_known(values, f"option in {config_file}: training option")

@@ -314,6 +314,7 @@ def _train(
         max_pixels=cfg.max_pixels,
         dtype=cfg.weights_dtype,
         attn_implementation=cfg.attn_implementation,
+        vision_towers=cfg.vision_towers,
     )
     lora = LoraConfig(
         r=cfg.lora_r,
