@@ -215,3 +215,69 @@ def test_a_pair_the_official_rules_would_compress_is_skipped(golden):
             encode_pair(vlm, frames, "Describe.", "A cat.", "A dog.", [(2, 5)], [(2, 5)])
     finally:
         vlm.hf_model.config.tokenizer_model_max_length = 8192
+
+
+def test_rrpo_train_and_generate_with_a_tiny_longvu(tmp_path):
+    """The whole loop on `rrpo tiny-model --family longvu` (no ../shared needed): train a LoRA adapter
+    through the CLI, load it back, generate."""
+    import numpy as np
+
+    from rrpo.cli import main
+    from rrpo.data.record import PreferencePair, write_pairs
+    from rrpo.models import load_model
+    from rrpo.video import write_video
+
+    assert main(["tiny-model", "--family", "longvu", "--out", str(tmp_path / "model"), "--frames", "4"]) == 0
+    assert (tmp_path / "model" / "siglip" / "config.json").is_file()  # the released layout: towers beside
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(4):
+        write_video(
+            tmp_path / "videos" / f"v{i}.mp4", rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), fps=8
+        )
+        pairs.append(PreferencePair(f"p{i}", f"videos/v{i}.mp4", "What?", "Yes", "No", [(0, 3)], [(0, 2)]))
+    write_pairs(tmp_path / "pairs.jsonl", pairs)
+    args = [
+        "train",
+        "--model",
+        str(tmp_path / "model"),
+        "--data",
+        str(tmp_path / "pairs.jsonl"),
+        "--video-root",
+        str(tmp_path),
+    ]
+    args += [
+        "--out",
+        str(tmp_path / "run"),
+        "--frames",
+        "4",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--batch-size",
+        "2",
+    ]
+    assert (
+        main(
+            [
+                *args,
+                "--max_steps",
+                "2",
+                "--warmup-ratio",
+                "0",
+                "--learning-rate",
+                "1e-2",
+                "--report_to",
+                "none",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 2 and summary["pairs_used"] == 4
+    vlm = load_model(tmp_path / "model", adapter_dir=tmp_path / "run", num_frames=4)
+    lora = [n for n, _ in vlm.model.named_parameters() if "lora_" in n]
+    assert lora and all(".model.layers." in n for n in lora)
+    frames = vlm.read_clip(tmp_path / "videos" / "v0.mp4")
+    assert len(vlm.generate([(frames, "What?")], max_new_tokens=3)) == 1
