@@ -1,0 +1,209 @@
+"""VideoChat2 (Li et al., arXiv 2311.17005; OpenGVLab/VideoChat2_stage3_Mistral_7B), the RRPO paper's third
+base model, on transformers components: `MistralForCausalLM` for the language model, transformers'
+InstructBLIP Q-Former (`InstructBlipQFormerModel`: BERT with cross-attention every second layer and a
+separate feed-forward path for the query tokens — the LAVIS Q-Former VideoChat2 uses, same math), and
+here only the UMT video ViT, which transformers lacks.
+
+The path of one video (checked against the official code's outputs, tests/test_videochat2.py):
+1. UMT-L/16 ViT at 224 px: Conv3d patches (1, 16, 16), a fixed sinusoid table made for 4 frames of
+   14x14 and linearly interpolated in time to T (not a parameter), pre-LN blocks whose qkv has a q bias,
+   a zero k bias and a v bias. The config says 24 blocks but the official `return_index=-2` builds 23;
+   the encoder's own final norm is an identity, `vision_layernorm` (eps 1e-12) comes after.
+2. The Q-Former: 32 query tokens + 64 extra ones attend to the instruction text (`[CLS] ... [SEP]`) and,
+   through cross-attention, to the T x 196 ViT tokens; the 96 query outputs go through `mistral_proj`:
+   96 visual tokens per video, whatever T.
+Parameter names follow the merged official model (`vision_encoder.encoder.*`, `vision_layernorm.*`,
+`qformer.bert.*` are renamed to transformers' Q-Former names on load, `query_tokens`,
+`extra_query_tokens`, `mistral_proj.*`, `mistral_model.*`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VIT_GRID = 14  # 224 / 16
+CKPT_FRAMES = 4  # the frame count the UMT position table was made for
+
+
+def sinusoid_table(
+    frames: int, dim: int, grid: int = VIT_GRID, ckpt_frames: int = CKPT_FRAMES
+) -> torch.Tensor:
+    """The official `get_sinusoid_encoding_table(196 * frames, dim, ckpt_num_frame=4, cur_frame=frames)`:
+    a 1-D sinusoid table over 4 x 14 x 14 positions, linearly interpolated in time to `frames` (when they
+    differ). Returns [1, frames * grid * grid, dim] float32."""
+
+    def table(n: int) -> np.ndarray:
+        positions = np.arange(n)[:, None]
+        angles = positions / np.power(10000, 2 * (np.arange(dim) // 2) / dim)
+        angles[:, 0::2] = np.sin(angles[:, 0::2])
+        angles[:, 1::2] = np.cos(angles[:, 1::2])
+        return angles
+
+    per_frame = grid * grid
+    if frames == ckpt_frames:
+        return torch.tensor(table(per_frame * frames), dtype=torch.float).unsqueeze(0)
+    base = torch.tensor(table(per_frame * ckpt_frames), dtype=torch.float).unsqueeze(0)
+    base = base.reshape(-1, ckpt_frames, grid, grid, dim).permute(0, 2, 3, 4, 1).reshape(-1, dim, ckpt_frames)
+    base = F.interpolate(base, size=frames, mode="linear")
+    return base.reshape(1, grid, grid, dim, frames).permute(0, 4, 1, 2, 3).flatten(1, 3)
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ((q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class _Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = _Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _PatchEmbed(nn.Module):
+    def __init__(self, dim: int, patch: int = 16):
+        super().__init__()
+        self.proj = nn.Conv3d(3, dim, kernel_size=(1, patch, patch), stride=(1, patch, patch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class UMTEncoder(nn.Module):
+    """The UMT ViT's encoder (`vision_encoder.encoder.*` in the checkpoint)."""
+
+    def __init__(self, dim: int, depth: int, heads: int, return_index: int = -2, patch: int = 16):
+        super().__init__()
+        self.patch_embed = _PatchEmbed(dim, patch)
+        self.blocks = nn.ModuleList([_Block(dim, heads) for _ in range(depth + return_index + 1)])
+        self.dim = dim
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video [B, 3, T, 224, 224] -> tokens [B, T * 196, dim]."""
+        x = self.patch_embed(video)
+        x = x + sinusoid_table(video.shape[2], self.dim).to(x.device, x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class UMTVisionEncoder(nn.Module):
+    """`vision_encoder`: the encoder plus the [B, T, 196, C] view of its tokens."""
+
+    def __init__(self, dim: int, depth: int, heads: int, return_index: int = -2):
+        super().__init__()
+        self.encoder = UMTEncoder(dim, depth, heads, return_index)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        frames = video.shape[2]
+        x = self.encoder(video)
+        return x.view(x.shape[0], frames, x.shape[1] // frames, x.shape[2])
+
+
+def qformer_key(key: str) -> str:
+    """A LAVIS/VideoChat2 Q-Former key (`qformer.bert.*`) as transformers' InstructBLIP Q-Former names it."""
+    key = key.removeprefix("qformer.bert.")
+    key = key.replace("embeddings.LayerNorm.", "embeddings.layernorm.")
+    key = key.replace(".attention.self.", ".attention.attention.").replace(
+        ".crossattention.self.", ".crossattention.attention."
+    )
+    return "qformer." + key
+
+
+class VideoChat2(nn.Module):
+    """The merged stage-3 model (module doc). `encode_video` is the official `encode_img`; `language_model`
+    (`mistral_model`) takes `inputs_embeds`."""
+
+    def __init__(
+        self,
+        vit: dict,
+        qformer_config,
+        mistral_config,
+        num_query_token: int = 32,
+        extra_num_query_token: int = 64,
+    ):  # noqa: ANN001
+        super().__init__()
+        from transformers import InstructBlipQFormerModel, MistralForCausalLM
+
+        self.vision_encoder = UMTVisionEncoder(
+            vit["encoder_embed_dim"],
+            vit["encoder_depth"],
+            vit["encoder_num_heads"],
+            vit.get("return_index", -2),
+        )
+        self.vision_layernorm = nn.LayerNorm(vit["encoder_embed_dim"], eps=1e-12)
+        self.qformer = InstructBlipQFormerModel(qformer_config)
+        width = qformer_config.hidden_size
+        self.query_tokens = nn.Parameter(torch.zeros(1, num_query_token, width))
+        self.extra_query_tokens = nn.Parameter(torch.zeros(1, extra_num_query_token, width))
+        self.mistral_proj = nn.Linear(width, mistral_config.hidden_size)
+        self.mistral_model = MistralForCausalLM(mistral_config)
+
+    def encode_video(
+        self,
+        pixel_values: torch.Tensor,
+        instruction_input_ids: torch.Tensor,
+        instruction_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """pixel values [B, T, 3, 224, 224] and the Q-Former's instruction ids [B, n] -> [B, 96, hidden]."""
+        stages = self.stages = {}
+        video = pixel_values.permute(0, 2, 1, 3, 4).to(self.mistral_proj.weight.dtype)  # [B, C, T, H, W]
+        tokens = self.vision_encoder(video)
+        stages["vit_out"] = tokens
+        b, t, n, c = tokens.shape
+        tokens = self.vision_layernorm(tokens.reshape(b, -1, c))
+        stages["vision_layernorm_out"] = tokens
+        queries = torch.cat([self.query_tokens, self.extra_query_tokens], dim=1).expand(b, -1, -1)
+        if instruction_attention_mask is None:
+            instruction_attention_mask = torch.ones_like(instruction_input_ids)
+        mask = torch.cat(
+            [
+                torch.ones(queries.shape[:2], dtype=instruction_attention_mask.dtype, device=queries.device),
+                instruction_attention_mask,
+            ],
+            dim=1,
+        )
+        out = self.qformer(
+            input_ids=instruction_input_ids,
+            attention_mask=mask,
+            query_embeds=queries,
+            encoder_hidden_states=tokens,
+            encoder_attention_mask=torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device),
+        )
+        stages["qformer_last_hidden"] = out.last_hidden_state
+        visual = self.mistral_proj(out.last_hidden_state[:, : queries.shape[1]])
+        stages["image_emb"] = visual
+        return visual

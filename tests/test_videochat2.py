@@ -1,0 +1,89 @@
+"""The VideoChat2 port's core (UMT ViT, transformers' InstructBLIP Q-Former, Mistral) against the official
+code's outputs (../shared/fixtures/official_goldens/videochat2): the merged tiny model, its exact inputs,
+every intermediate, the inference log-probs and the greedy tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def golden(shared_fixtures: Path) -> Path:
+    path = shared_fixtures / "official_goldens" / "videochat2"
+    if not (path / "merged_state_dict.safetensors").is_file():
+        pytest.skip(f"VideoChat2 goldens not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(golden: Path):
+    from safetensors.torch import load_file
+    from transformers import InstructBlipQFormerConfig, MistralConfig
+
+    from rrpo.models.videochat2 import VideoChat2, qformer_key
+
+    cfg = json.loads((golden / "config_mistral.json").read_text())["model"]
+    merged = load_file(golden / "merged_state_dict.safetensors")
+    bert = json.loads((golden / "weights" / "bert" / "config.json").read_text())
+    qformer = InstructBlipQFormerConfig(
+        vocab_size=merged["qformer.bert.embeddings.word_embeddings.weight"].shape[0],
+        hidden_size=bert["hidden_size"],
+        num_hidden_layers=bert["num_hidden_layers"],
+        num_attention_heads=bert["num_attention_heads"],
+        intermediate_size=bert["intermediate_size"],
+        hidden_act=bert["hidden_act"],
+        max_position_embeddings=bert["max_position_embeddings"],
+        layer_norm_eps=bert["layer_norm_eps"],
+        pad_token_id=bert["pad_token_id"],
+        cross_attention_frequency=2,
+        encoder_hidden_size=cfg["vision_encoder"]["encoder_embed_dim"],
+    )
+    mistral = MistralConfig.from_pretrained(golden / "weights" / "mistral")
+    mistral._attn_implementation = "eager"
+    port = VideoChat2(
+        cfg["vision_encoder"], qformer, mistral, cfg["num_query_token"], cfg["extra_num_query_token"]
+    )
+    state = {qformer_key(k) if k.startswith("qformer.bert.") else k: v for k, v in merged.items()}
+    state.pop("qformer.embeddings.position_ids")  # a buffer, not a weight
+    port.load_state_dict(state, strict=True)
+    return port.eval()
+
+
+def _case(golden: Path) -> tuple[dict, dict]:
+    from safetensors.torch import load_file
+
+    return load_file(golden / "inputs.safetensors"), load_file(golden / "expected.safetensors")
+
+
+def test_position_table_is_the_official_4_frame_table_interpolated_to_8(golden):
+    from rrpo.models.videochat2 import sinusoid_table
+
+    inputs, _ = _case(golden)
+    assert (sinusoid_table(8, 64) - inputs["vit_pos_embed"]).abs().max() < 1e-6
+
+
+def test_every_intermediate_and_the_log_probs_equal_the_official_code(golden, model):
+    inputs, expected = _case(golden)
+    with torch.no_grad():
+        visual = model.encode_video(
+            inputs["video"], inputs["qformer_input_ids"], inputs["qformer_attention_mask"]
+        )
+        for name in ("vit_out", "vision_layernorm_out", "qformer_last_hidden", "image_emb"):
+            assert (model.stages[name] - expected[name]).abs().max() < TOL, name
+        assert visual.shape == (1, 96, 64)  # 32 + 64 query tokens, whatever the frame count
+        embed = model.mistral_model.get_input_embeddings()
+        embeds = torch.cat([embed(inputs["infer_seg0_ids"]), visual, embed(inputs["infer_seg1_ids"])], dim=1)
+        assert (embeds - expected["infer_inputs_embeds"]).abs().max() < TOL
+        logits = model.mistral_model(inputs_embeds=embeds).logits
+        assert (torch.log_softmax(logits, -1) - expected["infer_logprobs"]).abs().max() < TOL
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+        tokens = model.mistral_model.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=6, do_sample=False, num_beams=1
+        )
+    assert tokens[0].tolist() == expected["infer_generated_ids"].tolist()
