@@ -87,3 +87,94 @@ def test_every_intermediate_and_the_log_probs_equal_the_official_code(golden, mo
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=6, do_sample=False, num_beams=1
         )
     assert tokens[0].tolist() == expected["infer_generated_ids"].tolist()
+
+
+@pytest.mark.parametrize("source", ["stage3", "stage3/videochat2_mistral_7b_stage3.pth"])
+def test_loading_stage3_and_merging_its_lora_gives_the_official_merged_model(golden, source):
+    """Stage 3 (.safetensors or .pth) + the base Mistral, LoRA merged: every weight equals the official
+    merged model bit for bit, and the log-probs follow."""
+    from safetensors.torch import load_file
+
+    from rrpo.models.videochat2 import qformer_key
+    from rrpo.models.videochat2_loading import load_videochat2
+
+    port = load_videochat2(
+        golden / "weights" / source,
+        golden / "weights" / "mistral",
+        settings={"vit_heads": 4, "qformer_heads": 4},
+    )
+    merged = load_file(golden / "merged_state_dict.safetensors")
+    ours = port.state_dict()
+    for key, value in merged.items():
+        if key != "qformer.bert.embeddings.position_ids":
+            name = qformer_key(key) if key.startswith("qformer.bert.") else key
+            assert torch.equal(ours[name], value), key
+    inputs, expected = _case(golden)
+    with torch.no_grad():
+        visual = port.encode_video(
+            inputs["video"], inputs["qformer_input_ids"], inputs["qformer_attention_mask"]
+        )
+        embed = port.mistral_model.get_input_embeddings()
+        embeds = torch.cat([embed(inputs["infer_seg0_ids"]), visual, embed(inputs["infer_seg1_ids"])], dim=1)
+        logits = port.mistral_model(inputs_embeds=embeds).logits
+    assert (torch.log_softmax(logits, -1) - expected["infer_logprobs"]).abs().max() < TOL
+
+
+def _real_keys(golden: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    sections: dict[str, dict[str, tuple[int, ...]]] = {}
+    current = None
+    for line in (golden / "real_keys.txt").read_text().splitlines():
+        if line.startswith("# ===="):
+            current = line.split("(")[1][0]  # A, B or C
+            sections[current] = {}
+        elif line and not line.startswith("#") and current:
+            key, shape = line.split("\t")[:2]
+            sections[current][key] = tuple(json.loads(shape))
+    return sections
+
+
+def test_every_real_checkpoint_key_maps_onto_the_port(golden):
+    """The real configuration (UMT-L 1024 wide, 23 built blocks; BERT-base Q-Former with [DEC]; Mistral-7B)
+    on the meta device: every merged key (C) is a parameter of the port with its shape and nothing else;
+    every stage-3 key (A) is one of them or a LoRA factor of one of Mistral's linears; every Mistral-7B key
+    (B) is the port's `mistral_model.*` parameter of that shape."""
+    from transformers import MistralConfig
+
+    from rrpo.models.videochat2 import qformer_key
+    from rrpo.models.videochat2_loading import videochat2_from_state
+
+    real = _real_keys(golden)
+    shapes = {k: torch.empty(s, device="meta") for k, s in real["A"].items()}
+    mistral = MistralConfig(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        sliding_window=None,
+    )  # fmt: skip - mistralai/Mistral-7B-Instruct-v0.2's config.json
+    with torch.device("meta"):
+        port = videochat2_from_state(shapes, mistral)
+    ours = {k: tuple(v.shape) for k, v in port.state_dict().items()}
+    rename = lambda k: qformer_key(k) if k.startswith("qformer.bert.") else k  # noqa: E731
+    merged = {rename(k): s for k, s in real["C"].items() if k != "qformer.bert.embeddings.position_ids"}
+    assert merged == ours
+    for key, shape in real["A"].items():
+        if ".lora_" in key:
+            base = (
+                key.replace("mistral_model.base_model.model.", "mistral_model.").rsplit(".lora_", 1)[0]
+                + ".weight"
+            )
+            assert base in ours, key
+        elif key != "qformer.bert.embeddings.position_ids":
+            assert ours[rename(key)] == shape, key
+    assert {f"mistral_model.{k}": s for k, s in real["B"].items()} == {
+        k: s for k, s in ours.items() if k.startswith("mistral_model.")
+    }
+    assert (
+        sum(1 for k in ours if k.startswith("vision_encoder.encoder.blocks.") and k.endswith(".norm1.weight"))
+        == 23
+    )
