@@ -178,3 +178,38 @@ def test_every_real_checkpoint_key_maps_onto_the_port(golden):
         sum(1 for k in ours if k.startswith("vision_encoder.encoder.blocks.") and k.endswith(".norm1.weight"))
         == 23
     )
+
+
+def test_the_training_forward_equals_the_official_one(golden, model):
+    """The RRPO training path: Q-Former fed the sample's instruction ([CLS] ... [SEP] with the BERT
+    tokenizer + [DEC]), position 0 filled with the BOS id, the answer-only targets: logits and loss."""
+    from transformers import AutoTokenizer, BertTokenizer
+
+    inputs, expected = _case(golden)
+    meta = json.loads((golden / "meta.json").read_text())
+    bert = BertTokenizer(str(golden / "weights" / "bert" / "vocab.txt"), do_lower_case=True)
+    bert.add_special_tokens({"bos_token": "[DEC]"})
+    assert torch.equal(
+        bert(meta["qformer_instruction"], return_tensors="pt").input_ids, inputs["qformer_input_ids"]
+    )
+    tok = AutoTokenizer.from_pretrained(golden / "weights" / "mistral")
+    before, after = meta["train_conversation"].split("</Video>")
+    ids = [
+        tok(t, add_special_tokens=False, return_tensors="pt").input_ids for t in (before, "</Video>" + after)
+    ]
+    instruction = bert(meta["train_instruction"], return_tensors="pt")
+    with torch.no_grad():
+        visual = model.encode_video(inputs["video"], instruction.input_ids, instruction.attention_mask)
+        embeds = model.training_embeds(visual, ids[0], ids[1], tok.bos_token_id)
+        logits = model.mistral_model(inputs_embeds=embeds).logits
+    assert (logits - expected["train_logits"]).abs().max() < TOL
+    targets = inputs["train_target_ids"][0]
+    loss = torch.nn.functional.cross_entropy(logits[0, :-1], targets[1:], ignore_index=-100)
+    assert abs(loss.item() - expected["train_loss"].item()) < TOL
+
+
+def test_preprocessing_of_the_raw_frames_gives_the_official_pixels(golden):
+    from rrpo.models.videochat2 import videochat2_pixels
+
+    inputs, _ = _case(golden)
+    assert torch.equal(videochat2_pixels(inputs["raw_frames_uint8"].numpy()), inputs["video"][0])

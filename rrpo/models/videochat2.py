@@ -51,6 +51,24 @@ def sinusoid_table(
     return base.reshape(1, grid, grid, dim, frames).permute(0, 4, 1, 2, 3).flatten(1, 3)
 
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def videochat2_pixels(frames: np.ndarray, resolution: int = 224) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> [T, 3, 224, 224] as the official `load_video` transform makes them:
+    each frame's shorter side to 224 (PIL bicubic through torchvision), centre crop, /255, CLIP mean/std."""
+    from PIL import Image
+    from torchvision.transforms import CenterCrop, InterpolationMode, Resize
+
+    resize, crop = Resize(resolution, interpolation=InterpolationMode.BICUBIC), CenterCrop(resolution)
+    images = [np.asarray(crop(resize(Image.fromarray(np.ascontiguousarray(f))))) for f in frames]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 class _Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -207,3 +225,15 @@ class VideoChat2(nn.Module):
         visual = self.mistral_proj(out.last_hidden_state[:, : queries.shape[1]])
         stages["image_emb"] = visual
         return visual
+
+    def training_embeds(
+        self, visual: torch.Tensor, before_ids: torch.Tensor, after_ids: torch.Tensor, bos_token_id: int
+    ) -> torch.Tensor:
+        """The official training forward's inputs_embeds for one sample: position 0 is a vector *filled
+        with the BOS id* (`inputs_embeds[:, :1] = bos_token_id`, not the BOS embedding; reproduced), then
+        the text before `</Video>` (no BOS), the 96 visual tokens, and `</Video>` + the rest. [1, L, H]."""
+        embed = self.mistral_model.get_input_embeddings()
+        bos = torch.full(
+            (1, 1, visual.shape[-1]), float(bos_token_id), dtype=visual.dtype, device=visual.device
+        )
+        return torch.cat([bos, embed(before_ids), visual, embed(after_ids)], dim=1)
