@@ -41,7 +41,7 @@ from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 
-from rrpo.models.longvu_vision import VisionTowers
+from rrpo.models.longvu_vision import VisionTowers, _cells, _padding_mask, select_frames, unpad_grid
 
 IMAGE_TOKEN_INDEX = -200  # the official `<image>` placeholder id, replaced by the visual tokens
 IGNORE_INDEX = -100
@@ -178,69 +178,6 @@ class LongVUModel(Qwen2Model):
         self.vision_sampler_0 = VisionTokenSampler(dim, sides, config.connector_depth)
         self.vision_query = nn.Parameter(torch.zeros(1, dim))
         self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
-
-
-# ---------------------------------------------------------------------------------------------------
-# Geometry helpers (the official code's rules, quirks included)
-def unpad_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Crop the padding of a [.., h, w, ..] grid (dims 1 and 2) of a frame padded to square. `size` is
-    what the official code is given, (height, width), and read as (width, height): reproduced."""
-    original_width, original_height = size
-    cur_h, cur_w = grid.shape[1:3]
-    if original_width / original_height > cur_w / cur_h:
-        new_h = int(original_height * (cur_w / original_width))
-        pad = (cur_h - new_h) // 2
-        return grid[:, pad : cur_h - pad]
-    new_w = int(original_width * (cur_h / original_height))
-    pad = (cur_w - new_w) // 2
-    return grid[:, :, pad : cur_w - pad]
-
-
-def _padding_mask(side: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """[side, side] bool: False on the rows/columns a square-padded frame's padding fills."""
-    mask = torch.ones(1, side, side, dtype=torch.bool, device=device)
-    original_width, original_height = size
-    if original_width / original_height > 1.0:
-        pad = (side - int(original_height * (side / original_width))) // 2
-        if pad > 0:
-            mask[:, :pad], mask[:, -pad:] = False, False
-    else:
-        pad = (side - int(original_width * (side / original_height))) // 2
-        if pad > 0:
-            mask[:, :, :pad], mask[:, :, -pad:] = False, False
-    return mask[0]
-
-
-def _cells(features: torch.Tensor, mask: torch.Tensor, query_side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[T, S*S, D] tower tokens -> per-query cells [T*q*q, r*r, D] and their masks [T*q*q, r*r]."""
-    t, count, dim = features.shape
-    side = int(count**0.5)
-    r = side // query_side
-    cells = (
-        features.view(t, query_side, r, query_side, r, dim).permute(0, 1, 3, 2, 4, 5).reshape(-1, r * r, dim)
-    )
-    m = mask.view(query_side, r, query_side, r).permute(0, 2, 1, 3).reshape(-1, r * r)
-    m = m.unsqueeze(0).expand(t, -1, -1).reshape(-1, r * r).clone()
-    m[m.sum(-1) == 0] = True  # a cell entirely in the padding still attends (to itself)
-    return cells, m
-
-
-def select_frames(features: torch.Tensor, threshold: float, window: int = 16) -> torch.Tensor:
-    """Indices of the frames kept by DINO similarity: in windows of `window` frames (the whole clip when
-    shorter), a frame goes when its mean cosine similarity to the window's frames is >= `threshold`; the
-    window's middle frame always stays. At most 400 frames, evenly spaced, as the official code."""
-    kept = []
-    for start in range(0, len(features), window):
-        segment = features[start : start + window].flatten(1, 2)
-        segment = segment / torch.norm(segment, dim=1, keepdim=True)
-        similarity = torch.mean(segment @ segment.T, dim=1)
-        similarity[len(segment) // 2] = 0
-        kept.append(torch.where(similarity < threshold)[0] + start)
-    indices = torch.cat(kept)
-    if len(indices) > 400:
-        step = len(indices) / 400.0
-        indices = indices[[int(step * i) for i in range(400)]]
-    return indices
 
 
 @dataclass

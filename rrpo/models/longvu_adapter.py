@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from rrpo.models.base import SkipPair, VideoLMAdapter, as_clip
-from rrpo.models.longvu import IMAGE_TOKEN_INDEX, unpad_grid
+from rrpo.models.longvu import IMAGE_TOKEN_INDEX
+from rrpo.models.longvu_vision import unpad_grid
 from rrpo.video.io import Clip
 
 LONGVU_LORA_REGEX = r"(?:.*\.)?model\.layers\.\d+\.(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))"

@@ -1,4 +1,4 @@
-"""LongVU's two vision towers and their preprocessing, on transformers' `SiglipVisionModel` and
+"""LongVU's two vision towers, their preprocessing and the token-grid geometry, on transformers' `SiglipVisionModel` and
 `Dinov2Model` (the towers are not in the LongVU checkpoint: `google/siglip-so400m-patch14-384` and
 `facebook/dinov2-giant`, read at 384 and 378 px).
 
@@ -136,3 +136,66 @@ def longvu_pixels(frames: np.ndarray, siglip_processor: Any, dino_processor: Any
     siglip = tower_pixels(frames, siglip_processor, int(siglip_processor.size["height"]))
     dino = tower_pixels(frames, dino_processor, int(dino_processor.crop_size["height"]))
     return [siglip.unsqueeze(0), dino.unsqueeze(0)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometry helpers (the official code's rules, quirks included)
+def unpad_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop the padding of a [.., h, w, ..] grid (dims 1 and 2) of a frame padded to square. `size` is
+    what the official code is given, (height, width), and read as (width, height): reproduced."""
+    original_width, original_height = size
+    cur_h, cur_w = grid.shape[1:3]
+    if original_width / original_height > cur_w / cur_h:
+        new_h = int(original_height * (cur_w / original_width))
+        pad = (cur_h - new_h) // 2
+        return grid[:, pad : cur_h - pad]
+    new_w = int(original_width * (cur_h / original_height))
+    pad = (cur_w - new_w) // 2
+    return grid[:, :, pad : cur_w - pad]
+
+
+def _padding_mask(side: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """[side, side] bool: False on the rows/columns a square-padded frame's padding fills."""
+    mask = torch.ones(1, side, side, dtype=torch.bool, device=device)
+    original_width, original_height = size
+    if original_width / original_height > 1.0:
+        pad = (side - int(original_height * (side / original_width))) // 2
+        if pad > 0:
+            mask[:, :pad], mask[:, -pad:] = False, False
+    else:
+        pad = (side - int(original_width * (side / original_height))) // 2
+        if pad > 0:
+            mask[:, :, :pad], mask[:, :, -pad:] = False, False
+    return mask[0]
+
+
+def _cells(features: torch.Tensor, mask: torch.Tensor, query_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, S*S, D] tower tokens -> per-query cells [T*q*q, r*r, D] and their masks [T*q*q, r*r]."""
+    t, count, dim = features.shape
+    side = int(count**0.5)
+    r = side // query_side
+    cells = (
+        features.view(t, query_side, r, query_side, r, dim).permute(0, 1, 3, 2, 4, 5).reshape(-1, r * r, dim)
+    )
+    m = mask.view(query_side, r, query_side, r).permute(0, 2, 1, 3).reshape(-1, r * r)
+    m = m.unsqueeze(0).expand(t, -1, -1).reshape(-1, r * r).clone()
+    m[m.sum(-1) == 0] = True  # a cell entirely in the padding still attends (to itself)
+    return cells, m
+
+
+def select_frames(features: torch.Tensor, threshold: float, window: int = 16) -> torch.Tensor:
+    """Indices of the frames kept by DINO similarity: in windows of `window` frames (the whole clip when
+    shorter), a frame goes when its mean cosine similarity to the window's frames is >= `threshold`; the
+    window's middle frame always stays. At most 400 frames, evenly spaced, as the official code."""
+    kept = []
+    for start in range(0, len(features), window):
+        segment = features[start : start + window].flatten(1, 2)
+        segment = segment / torch.norm(segment, dim=1, keepdim=True)
+        similarity = torch.mean(segment @ segment.T, dim=1)
+        similarity[len(segment) // 2] = 0
+        kept.append(torch.where(similarity < threshold)[0] + start)
+    indices = torch.cat(kept)
+    if len(indices) > 400:
+        step = len(indices) / 400.0
+        indices = indices[[int(step * i) for i in range(400)]]
+    return indices
