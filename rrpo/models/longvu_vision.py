@@ -1,6 +1,7 @@
-"""LongVU's two vision towers, their preprocessing and the token-grid geometry, on transformers' `SiglipVisionModel` and
-`Dinov2Model` (the towers are not in the LongVU checkpoint: `google/siglip-so400m-patch14-384` and
-`facebook/dinov2-giant`, read at 384 and 378 px).
+"""LongVU's two vision towers, their preprocessing and the token-grid geometry (unpadding, per-query
+cells, frame selection), on transformers' `SiglipVisionModel` and `Dinov2Model` (the towers are not in
+the LongVU checkpoint: `google/siglip-so400m-patch14-384` and `facebook/dinov2-giant`, read at 384 and
+378 px).
 
 Preprocessing follows the official `process_images`: each frame padded to a square with the processor's
 mean colour, resized to the tower's resolution (PIL bicubic), then the tower's own image processor
