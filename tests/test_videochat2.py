@@ -213,3 +213,71 @@ def test_preprocessing_of_the_raw_frames_gives_the_official_pixels(golden):
 
     inputs, _ = _case(golden)
     assert torch.equal(videochat2_pixels(inputs["raw_frames_uint8"].numpy()), inputs["video"][0])
+
+
+def test_the_family_generates_the_official_greedy_tokens_from_the_raw_frames(golden, tmp_path):
+    """`load_model` on a stage-3 directory (no config.json: the release has none) with `base_llm` and
+    `qformer_tokenizer`: the official inference layout and preprocessing from the raw frames give the
+    official greedy tokens."""
+    import shutil
+
+    from rrpo.models import family_of, load_model
+
+    stage3 = tmp_path / "stage3"
+    stage3.mkdir()
+    shutil.copy(golden / "weights" / "stage3" / "videochat2_mistral_7b_stage3.safetensors", stage3)
+    (stage3 / "videochat2_settings.json").write_text('{"vit_heads": 4, "qformer_heads": 4}')
+    assert family_of(stage3) == "videochat2"
+    vlm = load_model(
+        stage3,
+        base_llm=golden / "weights" / "mistral",
+        qformer_tokenizer=golden / "weights" / "bert",
+        num_frames=8,
+    )
+    inputs, expected = _case(golden)
+    reply = vlm.generate([(inputs["raw_frames_uint8"].numpy(), "Describe this video.")], max_new_tokens=6)
+    assert reply == [vlm.tokenizer.decode(expected["infer_generated_ids"], skip_special_tokens=True).strip()]
+
+
+def test_rrpo_train_and_generate_with_a_tiny_videochat2(tmp_path):
+    """The whole loop on `rrpo tiny-model --family videochat2` (no ../shared needed)."""
+    import numpy as np
+
+    from rrpo.cli import main
+    from rrpo.data.record import PreferencePair, write_pairs
+    from rrpo.models import load_model
+    from rrpo.video import write_video
+
+    assert (
+        main(["tiny-model", "--family", "videochat2", "--out", str(tmp_path / "model"), "--frames", "4"]) == 0
+    )
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(4):
+        write_video(
+            tmp_path / "videos" / f"v{i}.mp4", rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), fps=8
+        )
+        pairs.append(PreferencePair(f"p{i}", f"videos/v{i}.mp4", "What?", "Yes", "No", [(0, 3)], [(0, 2)]))
+    write_pairs(tmp_path / "pairs.jsonl", pairs)
+    args = ["train", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "pairs.jsonl")]
+    args += ["--video-root", str(tmp_path), "--out", str(tmp_path / "run"), "--frames", "4", "--lora-r", "4"]
+    args += [
+        "--lora-alpha",
+        "8",
+        "--batch-size",
+        "2",
+        "--max_steps",
+        "2",
+        "--warmup-ratio",
+        "0",
+        "--report_to",
+        "none",
+    ]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["pairs_used"] == 4
+    vlm = load_model(tmp_path / "model", adapter_dir=tmp_path / "run", num_frames=4)
+    lora = [n for n, _ in vlm.model.named_parameters() if "lora_" in n]
+    assert lora and all(".mistral_model.model.layers." in n for n in lora)
+    frames = vlm.read_clip(tmp_path / "videos" / "v0.mp4")
+    assert len(vlm.generate([(frames, "What?")], max_new_tokens=3)) == 1

@@ -2,7 +2,8 @@
 
 Public API:
     FAMILIES                  name -> adapter class ("qwen2-vl", "qwen2.5-vl", "qwen3-vl",
-                              "llava-onevision", "llava-next-video", "longvu": a port, longvu.py)
+                              "llava-onevision", "llava-next-video"; ports on transformers components:
+                              "longvu" (longvu.py), "videochat2" (videochat2.py))
     family_of(dir_or_config)  family name from `config.model_type` (`rrpo_family.json`: a tiny-model hint)
     load_model(dir_or_hub_id, ...) -> VideoLM (the family's adapter: .model .processor .tokenizer
                               .read_clip .generate .stop_token_ids ...)
@@ -60,6 +61,7 @@ def _families() -> dict[str, Any]:
     from rrpo.models.llava import LlavaNextVideoAdapter, LlavaOneVisionAdapter
     from rrpo.models.longvu_adapter import LongVUAdapter
     from rrpo.models.qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
+    from rrpo.models.videochat2_adapter import VideoChat2Adapter
 
     classes = (
         Qwen2VLAdapter,
@@ -68,6 +70,7 @@ def _families() -> dict[str, Any]:
         LlavaOneVisionAdapter,
         LlavaNextVideoAdapter,
         LongVUAdapter,
+        VideoChat2Adapter,
     )
     return {cls.family: cls for cls in classes}
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-FAMILY_NAMES = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "llava-onevision", "llava-next-video", "longvu")
+FAMILY_NAMES = (
+    "qwen2-vl",
+    "qwen2.5-vl",
+    "qwen3-vl",
+    "llava-onevision",
+    "llava-next-video",
+    "longvu",
+    "videochat2",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -33,6 +33,8 @@ def family_of(model_dir_or_config: str | Path | Any) -> str:
             hint = json.loads((path / FAMILY_FILE).read_text()).get("family")
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
+            if any((path / f"videochat2_mistral_7b_stage3{s}").is_file() for s in (".pth", ".safetensors")):
+                return "videochat2"  # the stage-3 release has no config.json
             raise RRPOError(f"{path}: no config.json (not a model directory)")
         model_type = json.loads(cfg_file.read_text()).get("model_type")
     elif isinstance(model_dir_or_config, dict):
@@ -145,6 +147,10 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return chosen
 
 
+# Loading options only some (ported) families take.
+FAMILY_OPTIONS = {"longvu": ("vision_towers",), "videochat2": ("base_llm", "qformer_tokenizer")}
+
+
 def load_model(
     model_dir: str | Path,
     *,
@@ -160,6 +166,8 @@ def load_model(
     attn_implementation: str = "sdpa",
     is_trainable: bool = False,
     vision_towers: str | Path | None = None,
+    base_llm: str | Path | None = None,
+    qformer_tokenizer: str | Path | None = None,
 ) -> VideoLMAdapter:
     """Load a video LLM (local directory or Hub id) as the family's adapter (the `VideoLM`).
 
@@ -171,7 +179,9 @@ def load_model(
     `frame_size` (h, w) is given (tiny models carry one in `rrpo_family.json`). The packed pair forward
     needs an attention implementation that takes a float 4D mask ("sdpa" or "eager"). `vision_towers`
     (LongVU only): a directory with the towers' `siglip/` and `dinov2/` (default: inside the model
-    directory if there, else their Hub ids).
+    directory if there, else their Hub ids). `base_llm`, `qformer_tokenizer` (VideoChat2 only): the
+    Mistral it was trained on and the Q-Former's BERT tokenizer (default: the directory's `mistral/` and
+    `bert/`, else mistralai/Mistral-7B-Instruct-v0.2 and bert-base-uncased).
     """
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise RRPOError(
@@ -183,15 +193,20 @@ def load_model(
     cls = _families()[family]
     meta = _family_meta(model_dir)
     _check_processor_files(model_dir)
-    towers = {}
-    if vision_towers is not None:
-        if family != "longvu":
-            raise RRPOError(f"--vision-towers is for LongVU checkpoints; {model_dir} is {family}")
-        towers = {"vision_towers": vision_towers}
-    model = cls.load_hf_model(
-        model_dir, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **towers
+    given = (
+        ("vision_towers", vision_towers),
+        ("base_llm", base_llm),
+        ("qformer_tokenizer", qformer_tokenizer),
     )
-    processor = cls.load_processor(model_dir, **towers)
+    options = {name: value for name, value in given if value is not None}
+    for name in options:
+        owner = next(f for f, names in FAMILY_OPTIONS.items() if name in names)
+        if family != owner:
+            raise RRPOError(f"--{name.replace('_', '-')} is for {owner} checkpoints; {model_dir} is {family}")
+    model = cls.load_hf_model(
+        model_dir, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **options
+    )
+    processor = cls.load_processor(model_dir, **options)
     if adapter_dir is not None:
         from peft import PeftModel
 

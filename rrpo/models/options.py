@@ -53,6 +53,19 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
         "else google/siglip-so400m-patch14-384 and facebook/dinov2-giant from the Hub)",
     )
     p.add_argument(
+        "--base-llm",
+        dest="base_llm",
+        default=None,
+        help="VideoChat2 only: the base LLM its stage 3 was trained on (default: --model's mistral/, else "
+        "mistralai/Mistral-7B-Instruct-v0.2)",
+    )
+    p.add_argument(
+        "--qformer-tokenizer",
+        dest="qformer_tokenizer",
+        default=None,
+        help="VideoChat2 only: the Q-Former's BERT tokenizer (default: --model's bert/, else bert-base-uncased)",
+    )
+    p.add_argument(
         "--dtype",
         choices=("auto", "bf16", "fp16", "fp32"),
         default=d("auto"),

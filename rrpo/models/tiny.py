@@ -326,6 +326,7 @@ DEFAULT_IMAGE_SIZE = {
     "llava-onevision": 32,
     "llava-next-video": 32,
     "longvu": 32,
+    "videochat2": 32,
 }
 
 
@@ -358,6 +359,13 @@ def build_tiny_model(
         from rrpo.models.longvu_loading import build_tiny_longvu
 
         return build_tiny_longvu(
+            out_dir, seed=seed, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+            num_kv_heads=num_kv_heads, num_frames=num_frames, image_size=image_size,
+        )  # fmt: skip
+    if family == "videochat2":  # a port: the stage-3 layout + base LLM, rrpo/models/videochat2_loading.py
+        from rrpo.models.videochat2_loading import build_tiny_videochat2
+
+        return build_tiny_videochat2(
             out_dir, seed=seed, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
             num_kv_heads=num_kv_heads, num_frames=num_frames, image_size=image_size,
         )  # fmt: skip

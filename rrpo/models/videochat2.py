@@ -189,6 +189,13 @@ class VideoChat2(nn.Module):
         self.extra_query_tokens = nn.Parameter(torch.zeros(1, extra_num_query_token, width))
         self.mistral_proj = nn.Linear(width, mistral_config.hidden_size)
         self.mistral_model = MistralForCausalLM(mistral_config)
+        self.config = mistral_config  # what peft and generation read
+        self.bos_token_id = int(mistral_config.bos_token_id if mistral_config.bos_token_id is not None else 1)
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """Visual tokens per video: the query tokens (32 + 64), whatever the frame count."""
+        return self.query_tokens.shape[1] + self.extra_query_tokens.shape[1]
 
     def encode_video(
         self,
@@ -237,3 +244,59 @@ class VideoChat2(nn.Module):
             (1, 1, visual.shape[-1]), float(bos_token_id), dtype=visual.dtype, device=visual.device
         )
         return torch.cat([bos, embed(before_ids), visual, embed(after_ids)], dim=1)
+
+    def embed_packed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values_videos: torch.Tensor,
+        video_frames: torch.Tensor,
+        qformer_input_ids: torch.Tensor,
+        qformer_attention_mask: torch.Tensor,
+        video_tokens: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of rows laid out by the adapter: -201 at a training prompt's first position (the
+        vector filled with the BOS id), -200 once per visual token; the videos' frames concatenated
+        along dim 0 (`video_frames` [B]) and their Q-Former instruction ids [B, n]. The visual tokens
+        are computed unless `video_tokens` are given; returns (inputs_embeds, video_tokens [B * 96, H])."""
+        if video_tokens is None:
+            parts, start = [], 0
+            for row, count in enumerate(video_frames.tolist()):
+                pixels = pixel_values_videos[start : start + count].unsqueeze(0)
+                parts.append(
+                    self.encode_video(
+                        pixels, qformer_input_ids[row : row + 1], qformer_attention_mask[row : row + 1]
+                    )[0]
+                )
+                start += count
+            video_tokens = torch.cat(parts)
+        embed = self.mistral_model.get_input_embeddings()
+        embeds = embed(input_ids.clamp(min=0))
+        bos = (input_ids == -201).unsqueeze(-1)
+        embeds = torch.where(bos, torch.full_like(embeds, float(self.bos_token_id)), embeds)
+        visual = (input_ids == -200).unsqueeze(-1)
+        if int(visual.sum()) != video_tokens.shape[0]:
+            raise RuntimeError(
+                f"VideoChat2: {int(visual.sum())} video placeholders for {video_tokens.shape[0]} tokens"
+            )
+        return embeds.masked_scatter(visual, video_tokens.to(embeds.dtype)), video_tokens
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_frames: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        **kwargs,  # noqa: ANN003
+    ):  # noqa: ANN201 - Mistral's CausalLMOutputWithPast
+        """Mistral over the adapter's prompts (video placeholders spliced) or plain `inputs_embeds`."""
+        if pixel_values_videos is not None:
+            inputs_embeds, _ = self.embed_packed(
+                input_ids, pixel_values_videos, video_frames, qformer_input_ids, qformer_attention_mask
+            )
+            input_ids = None
+        return self.mistral_model(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+        )

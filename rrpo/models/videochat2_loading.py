@@ -162,3 +162,105 @@ def _rebuild_meta_buffers(model: Any) -> None:
     from rrpo.models.longvu_loading import _rebuild_meta_buffers as rebuild
 
     rebuild(model)
+
+
+def official_qformer_key(key: str) -> str:
+    """The inverse of `qformer_key`: transformers' Q-Former name -> the checkpoint's `qformer.bert.*`."""
+    key = key.removeprefix("qformer.")
+    key = key.replace("embeddings.layernorm.", "embeddings.LayerNorm.")
+    key = key.replace(".attention.attention.", ".attention.self.").replace(
+        ".crossattention.attention.", ".crossattention.self."
+    )
+    return "qformer.bert." + key
+
+
+_BERT_BASE = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "'", "-", "!", ":"]
+
+
+def build_tiny_videochat2(
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    num_frames: int = 4,
+    image_size: int = 32,
+) -> Path:
+    """A tiny random-weight VideoChat2 laid out like the release plus what the Hub would supply: the
+    stage-3 file (ViT, Q-Former, query tokens, mistral_proj and a Mistral LoRA under the official key
+    names), the base LLM in `mistral/`, a BERT vocabulary in `bert/` (letters as word pieces, so any
+    lower-case text tokenizes), and the heads in `videochat2_settings.json`."""
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import InstructBlipQFormerConfig, MistralConfig, MistralForCausalLM
+
+    from rrpo.models.tiny import _NEXT_VIDEO_TEMPLATE, FAMILY_FILE, _train_tokenizer
+    from rrpo.models.videochat2_adapter import INSTRUCTION, SETTINGS_FILE, SYSTEM, load_qformer_tokenizer
+
+    out = Path(out_dir)
+    (out / "mistral").mkdir(parents=True, exist_ok=True)
+    (out / "bert").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tok = _train_tokenizer(
+        ["<unk>", "<s>", "</s>", "<pad>"],
+        eos="</s>",
+        pad="<pad>",
+        bos="<s>",
+        unk="<unk>",
+        template=_NEXT_VIDEO_TEMPLATE,
+    )
+    words = sorted({w.strip(".,?'\n").lower() for w in (INSTRUCTION + " " + SYSTEM).split()} - {""})
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    vocab = _BERT_BASE + words + letters + [f"##{c}" for c in letters]
+    (out / "bert" / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    bert = load_qformer_tokenizer(out / "bert")
+    mistral_cfg = MistralConfig(
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=4096,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, sliding_window=None,
+    )  # fmt: skip
+    mistral = MistralForCausalLM(mistral_cfg).eval()
+    mistral.generation_config.pad_token_id = tok.pad_token_id
+    mistral.save_pretrained(out / "mistral")
+    tok.save_pretrained(out / "mistral")
+    qformer = InstructBlipQFormerConfig(
+        vocab_size=len(bert), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=512, layer_norm_eps=1e-12, pad_token_id=0, cross_attention_frequency=2,
+        encoder_hidden_size=32,
+    )  # fmt: skip
+    vit = {"encoder_embed_dim": 32, "encoder_depth": 3, "encoder_num_heads": 4, "return_index": -2}
+    model = VideoChat2(vit, qformer, mistral_cfg)
+    with torch.no_grad():
+        model.query_tokens.normal_(0, 0.5)
+        model.extra_query_tokens.normal_(0, 0.5)
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("mistral_model."):
+            continue
+        state[official_qformer_key(key) if key.startswith("qformer.") else key] = value.contiguous()
+    generator = torch.Generator().manual_seed(seed + 1)
+    for name, module in mistral.named_modules():
+        if name.endswith(
+            ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
+        ):
+            rank = DEFAULT_SETTINGS["lora_r"]
+            prefix = f"{_LORA_PREFIX}{name}"
+            state[f"{prefix}.lora_A.default.weight"] = (
+                torch.randn(rank, module.in_features, generator=generator) * 0.02
+            )
+            state[f"{prefix}.lora_B.default.weight"] = (
+                torch.randn(module.out_features, rank, generator=generator) * 0.02
+            )
+    save_file(state, str(out / f"{STAGE3_FILE}.safetensors"), metadata={"format": "pt"})
+    (out / SETTINGS_FILE).write_text(json.dumps({"vit_heads": 4, "qformer_heads": 4}, indent=2) + "\n")
+    meta = {
+        "family": "videochat2",
+        "frame_size": [image_size, image_size],
+        "num_frames": num_frames,
+        "tiny": True,
+    }
+    (out / FAMILY_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out

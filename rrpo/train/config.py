@@ -46,6 +46,16 @@ class RRPOConfig(TrainingArguments):
             "LongVU only: directory with its towers as siglip/ and dinov2/ (default: inside --model, else the Hub)"
         ),
     )
+    base_llm: str | None = field(
+        default=None,
+        metadata=_help("VideoChat2 only: its base LLM (default: --model's mistral/, else the Hub's Mistral)"),
+    )
+    qformer_tokenizer: str | None = field(
+        default=None,
+        metadata=_help(
+            "VideoChat2 only: the Q-Former's BERT tokenizer (default: bert/, else bert-base-uncased)"
+        ),
+    )
     allow_outside_root: bool = field(
         default=False,
         metadata=_help("read video paths that lead outside --video-root ('../..', absolute paths)"),

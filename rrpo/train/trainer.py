@@ -315,6 +315,8 @@ def _train(
         dtype=cfg.weights_dtype,
         attn_implementation=cfg.attn_implementation,
         vision_towers=cfg.vision_towers,
+        base_llm=cfg.base_llm,
+        qformer_tokenizer=cfg.qformer_tokenizer,
     )
     lora = LoraConfig(
         r=cfg.lora_r,

@@ -1,0 +1,232 @@
+"""The `videochat2` family: the VideoChat2 port (rrpo/models/videochat2.py) behind the adapter interface.
+
+- Model directory: the stage-3 file (`videochat2_mistral_7b_stage3.pth` or `.safetensors`), and, for a
+  self-contained copy (tiny models), the base LLM in `mistral/`, the Q-Former's BERT vocabulary in
+  `bert/` and the attention heads in `videochat2_settings.json`; otherwise `base_llm`
+  (`mistralai/Mistral-7B-Instruct-v0.2`) and `qformer_tokenizer` (`bert-base-uncased`) from the Hub.
+- Training pairs use the official training layout: `INSTRUCTION [INST] <Video>` | 96 visual tokens |
+  `</Video> [/INST] [INST] question [/INST]`, with position 0 a vector filled with the BOS id (the
+  official training forward's quirk, reproduced) and the Q-Former fed the instruction; in the packed
+  pass the video is 96 placeholder ids and the `inner` hook scatters the visual tokens, computed once per
+  pair and reused by the reference pass.
+- Generation uses the official inference layout (`get_model_output(system_llm=True)`): the system prompt,
+  `[INST] <Video>` | visual | `</Video> [/INST] [INST] ` + system + question + ` [/INST]`, BOS only on the
+  first segment, the Q-Former fed the system prompt.
+- LoRA goes on Mistral's decoder linears only (`mistral_model.model.layers.N.*`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from rrpo.models.base import VideoLMAdapter, as_clip
+from rrpo.video.io import Clip
+
+VIDEO_TOKEN_INDEX = -200  # one per visual token in the packed prefix
+BOS_FILL_INDEX = -201  # position 0 of a training prompt: a vector filled with the BOS id
+BASE_LLM = "mistralai/Mistral-7B-Instruct-v0.2"
+QFORMER_TOKENIZER = "bert-base-uncased"
+SETTINGS_FILE = "videochat2_settings.json"
+# The official training instruction (its Q-Former text) and the inference system prompt.
+INSTRUCTION = "Carefully watch the video and answer the question."
+SYSTEM = (
+    "Carefully watch the video and pay attention to the cause and sequence of events, the detail and movement "
+    "of objects, and the action and pose of persons. Based on your observations, answer the question.\n"
+)
+VIDEOCHAT2_LORA_REGEX = (
+    r"(?:.*\.)?mistral_model\.model\.layers\.\d+\."
+    r"(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))"
+)
+
+
+class VideoChat2Processor:
+    """The Mistral tokenizer, the Q-Former's BERT tokenizer (+ `[DEC]`) and the frame transform."""
+
+    def __init__(self, tokenizer: Any, qformer_tokenizer: Any):
+        self.tokenizer, self.qformer_tokenizer = tokenizer, qformer_tokenizer
+
+
+def model_paths(
+    model_dir: str | Path, base_llm: Any = None, qformer_tokenizer: Any = None
+) -> tuple[Any, Any, dict]:
+    """(base LLM, Q-Former tokenizer, settings) for a model directory: explicit values, else the
+    directory's own `mistral/`, `bert/` and settings file, else the Hub ids."""
+    root = Path(model_dir)
+    llm = base_llm or (root / "mistral" if (root / "mistral" / "config.json").is_file() else BASE_LLM)
+    bert = qformer_tokenizer or (
+        root / "bert" if (root / "bert" / "vocab.txt").is_file() else QFORMER_TOKENIZER
+    )
+    settings = json.loads((root / SETTINGS_FILE).read_text()) if (root / SETTINGS_FILE).is_file() else {}
+    return llm, bert, settings
+
+
+def load_qformer_tokenizer(path: Any) -> Any:
+    """BERT's tokenizer with `[DEC]` added as BOS (the official `init_tokenizer`)."""
+    from transformers import BertTokenizer
+
+    local = Path(path) / "vocab.txt"
+    tok = (
+        BertTokenizer(str(local), do_lower_case=True)
+        if local.is_file()
+        else BertTokenizer.from_pretrained(str(path))
+    )
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    return tok
+
+
+class _PackedInner:
+    """`pair_forward`'s `inner` for VideoChat2: Mistral's decoder over the spliced embeddings."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        use_cache: bool = False,
+        mm_encoder_outputs: dict | None = None,
+        **video: torch.Tensor,
+    ) -> SimpleNamespace:
+        reuse = mm_encoder_outputs["video"] if mm_encoder_outputs is not None else None
+        embeds, visual = self.model.embed_packed(input_ids, video_tokens=reuse, **video)
+        out = self.model.mistral_model.model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+        )
+        return SimpleNamespace(last_hidden_state=out.last_hidden_state, video_outputs=visual)
+
+
+class VideoChat2Adapter(VideoLMAdapter):
+    """VideoChat2 stage 3 (Mistral-7B) through the port (module doc)."""
+
+    family = "videochat2"
+    model_types = ("videochat2",)
+    model_class = "VideoChat2"
+    lora_target_modules = VIDEOCHAT2_LORA_REGEX
+    ported = True
+
+    @property
+    def inner(self) -> _PackedInner:
+        return _PackedInner(self.hf_model)
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.hf_model.mistral_model.model
+
+    @property
+    def lm_head(self) -> torch.nn.Linear:
+        return self.hf_model.mistral_model.lm_head
+
+    def prompt_text(self, prompt: str) -> str:
+        return f"{INSTRUCTION} [INST] <Video></Video> [/INST] [INST] {prompt} [/INST]"
+
+    @property
+    def turn_end(self) -> str:
+        return self.tokenizer.eos_token
+
+    def check_template(self) -> None:
+        return None  # the official conversation layout, not the tokenizer's template
+
+    def mm_keys(self) -> tuple[str, ...]:
+        return ("pixel_values_videos", "video_frames", "qformer_input_ids", "qformer_attention_mask")
+
+    def _qformer(self, text: str) -> Any:
+        return self.processor.qformer_tokenizer(text, return_tensors="pt")
+
+    def video_inputs(self, texts: list[str], clips: list[Clip], **kwargs: Any) -> dict[str, Any]:
+        from rrpo.models.videochat2 import videochat2_pixels
+
+        if len(texts) != 1:
+            raise ValueError("VideoChat2 encodes one (prompt, clip) at a time")
+        before, sep, after = texts[0].partition("</Video>")
+        if not sep:
+            raise ValueError("VideoChat2 prompt without <Video></Video>")
+        encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        count = self.hf_model.num_visual_tokens
+        ids = [BOS_FILL_INDEX, *encode(before), *[VIDEO_TOKEN_INDEX] * count, *encode(sep + after)]
+        q = self._qformer(INSTRUCTION)
+        frames = clips[0].frames
+        return {
+            "input_ids": torch.tensor([ids]),
+            "pixel_values_videos": videochat2_pixels(frames),
+            "video_frames": torch.tensor([len(frames)]),
+            "qformer_input_ids": q["input_ids"],
+            "qformer_attention_mask": q["attention_mask"],
+        }
+
+    @classmethod
+    def load_hf_model(
+        cls, model_dir, *, dtype, attn_implementation: str, base_llm=None, qformer_tokenizer=None
+    ):  # noqa: ANN001, ANN206
+        from rrpo.models.videochat2_loading import load_videochat2
+
+        llm, _, settings = model_paths(model_dir, base_llm, qformer_tokenizer)
+        model = load_videochat2(
+            model_dir, llm, settings=settings, dtype=dtype, attn_implementation=attn_implementation
+        )
+        model.bos_token_id = int(model.mistral_model.config.bos_token_id or 1)
+        return model
+
+    @classmethod
+    def load_processor(cls, model_dir, *, base_llm=None, qformer_tokenizer=None):  # noqa: ANN001, ANN206
+        from transformers import AutoTokenizer
+
+        llm, bert, _ = model_paths(model_dir, base_llm, qformer_tokenizer)
+        return VideoChat2Processor(AutoTokenizer.from_pretrained(llm), load_qformer_tokenizer(bert))
+
+    @torch.no_grad()
+    def generate(
+        self, items: list[tuple[Clip | np.ndarray, str]], *, max_new_tokens: int = 32, batch_size: int = 4
+    ) -> list[str]:
+        """Greedy answers through the official inference layout, one item at a time."""
+        from rrpo.models.videochat2 import videochat2_pixels
+
+        out = []
+        model = self.hf_model
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for i, (frames, question) in enumerate(items):
+                clip = as_clip(frames, where=f"item {i}")
+                pixels = videochat2_pixels(clip.frames).unsqueeze(0).to(self.device, self.dtype)
+                q = self._qformer(SYSTEM)
+                visual = model.encode_video(
+                    pixels, q["input_ids"].to(self.device), q["attention_mask"].to(self.device)
+                )
+                seg0 = f"{SYSTEM}[INST] <Video>"
+                seg1 = f"</Video> [/INST] [INST] {SYSTEM}{question} [/INST]"
+                ids0 = self.tokenizer(seg0, return_tensors="pt")["input_ids"].to(self.device)  # BOS here only
+                ids1 = self.tokenizer(seg1, add_special_tokens=False, return_tensors="pt")["input_ids"].to(
+                    self.device
+                )
+                embed = model.mistral_model.get_input_embeddings()
+                embeds = torch.cat([embed(ids0), visual.to(embed.weight.dtype), embed(ids1)], dim=1)
+                new = self.model_generate(embeds, max_new_tokens)
+                out.append(self.tokenizer.decode(new[0], skip_special_tokens=True).strip())
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def model_generate(self, embeds: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Mistral's greedy `generate` from embeddings (through peft when an adapter is attached)."""
+        lm = self.model.mistral_model if not self.is_peft else self.model.base_model.model.mistral_model
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        return lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.stop_token_ids,
+        )
