@@ -281,3 +281,43 @@ def test_rrpo_train_and_generate_with_a_tiny_videochat2(tmp_path):
     assert lora and all(".mistral_model.model.layers." in n for n in lora)
     frames = vlm.read_clip(tmp_path / "videos" / "v0.mp4")
     assert len(vlm.generate([(frames, "What?")], max_new_tokens=3)) == 1
+
+
+def test_the_packed_pair_pass_equals_the_official_rrpo_forward(golden, tmp_path):
+    """`rrpo train`'s packed [prefix | chosen | rejected] pass of the family, on the raw frames, gives
+    the log-probs of the official RRPO `concatenated_forward` (its two rows: the preferred and the
+    non-preferred conversation), and the same target tokens."""
+    import shutil
+
+    from rrpo.models import collate_pairs, encode_pair, load_model, pair_forward
+
+    stage3 = tmp_path / "stage3"
+    stage3.mkdir()
+    shutil.copy(golden / "weights" / "stage3" / "videochat2_mistral_7b_stage3.safetensors", stage3)
+    (stage3 / "videochat2_settings.json").write_text('{"vit_heads": 4, "qformer_heads": 4}')
+    vlm = load_model(
+        stage3,
+        base_llm=golden / "weights" / "mistral",
+        qformer_tokenizer=golden / "weights" / "bert",
+        num_frames=8,
+    )
+    inputs, expected = _case(golden)
+    chosen, rejected = "The cat jumps onto the table.", "The dog runs outside."
+    pair = encode_pair(
+        vlm,
+        inputs["raw_frames_uint8"].numpy(),
+        "What is the cat doing?",
+        chosen,
+        rejected,
+        [(4, 7)],
+        [(4, 7)],
+    )
+    with torch.no_grad():
+        out = pair_forward(vlm, vlm.model, collate_pairs(vlm, [pair], layout="packed"), reference=False)
+    targets = inputs["rrpo_target_ids"]
+    official = torch.log_softmax(expected["rrpo_logits"].float(), -1)
+    for row, side in ((0, "chosen"), (1, "rejected")):
+        at = (targets[row] != -100).nonzero().flatten()
+        assert targets[row, at].tolist() == getattr(pair, f"{side}_ids").tolist()
+        want = official[row, at - 1].gather(-1, targets[row, at].unsqueeze(-1)).squeeze(-1)
+        assert (getattr(out, f"policy_{side}_logps")[0, : len(at)] - want).abs().max() < TOL, side

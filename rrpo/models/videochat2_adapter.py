@@ -132,7 +132,7 @@ class VideoChat2Adapter(VideoLMAdapter):
 
     @property
     def turn_end(self) -> str:
-        return self.tokenizer.eos_token
+        return " " + self.tokenizer.eos_token  # the official answers end "... </s>": a "▁" before EOS
 
     def check_template(self) -> None:
         return None  # the official conversation layout, not the tokenizer's template
