@@ -228,3 +228,32 @@ def test_convert_cli_errors(tmp_path, capsys):
     assert "bad.jsonl line 1" in err and "missing required field" in err
     assert main(["convert", "--to", "paper", str(bad), "--out", "o.json", "--video-root", "."]) == 1
     assert "only apply to --from" in capsys.readouterr().err
+
+
+def test_records_without_markup_get_token_diff_spans_when_asked(tmp_path, capsys):
+    """`--token-diff-spans TOKENIZER`: a record with no <MASK> markup is marked by the token-level
+    alignment (the paper's VideoChat2 convention) instead of being rejected; marked records keep theirs."""
+    from rrpo.cli import main
+    from rrpo.models import build_tiny_model
+
+    tokenizer = build_tiny_model("qwen2-vl", tmp_path / "m")
+    records = [
+        {"sample_id": "plain", "question": "<video>\\nWhat?", "answer": "the man pours milk into a glass",
+         "pred": "the man pours juice into a glass", "answer_masked": "the man pours milk into a glass",
+         "pred_masked": "the man pours juice into a glass", "video": "v.mp4"},
+        {"sample_id": "marked", "question": "What?", "answer": "a red ball", "pred": "a blue ball",
+         "answer_masked": "a <MASK> red </MASK> ball", "pred_masked": "a <MASK> blue </MASK> ball", "video": "v.mp4"},
+    ]  # fmt: skip
+    src = tmp_path / "paper.json"
+    src.write_text(json.dumps(records))
+    out = tmp_path / "pairs.jsonl"
+    assert main(["convert", "--from", "paper", str(src), "--out", str(out)]) == 0
+    assert [p["id"] for p in read_jsonl(out)] == ["marked"]  # without the option: rejected (no_span)
+    args = ["convert", "--from", "paper", str(src), "--out", str(out), "--token-diff-spans", str(tokenizer)]
+    assert main(args) == 0  # --min-match-size 3 (the default): a shared letter does not split a word
+    pairs = {p["id"]: p for p in read_jsonl(out)}
+    plain = pairs["plain"]
+    assert plain["metadata"]["spans_from"] == "token-diff"
+    assert "milk" in "".join(plain["chosen"][a:b] for a, b in plain["chosen_spans"])
+    assert "juice" in "".join(plain["rejected"][a:b] for a, b in plain["rejected_spans"])
+    assert pairs["marked"]["chosen_spans"] == [[2, 5]] and "spans_from" not in pairs["marked"]["metadata"]

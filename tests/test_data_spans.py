@@ -239,3 +239,35 @@ def test_span_ids_from_offsets_and_gap_filling():
     # trimmed whitespace tokens get back the character before them
     assert fill_offset_gaps(offsets) == [(0, 1), (1, 2), (2, 6), (6, 7), (7, 8), (7, 8), (8, 9), (9, 10)]
     assert span_ids_from_offsets([(0, 0), (0, 2), (2, 4), (4, 6)], [(1, 3), (4, 5)]) == [0, 1, 1, 2]
+
+
+def test_token_diff_pairs_the_gaps_between_long_enough_common_runs():
+    from rrpo.data.spans import token_diff
+
+    a = [1, 2, 3, 4, 5, 6, 7, 8]
+    b = [1, 2, 3, 9, 9, 6, 7, 8]
+    assert token_diff(a, b) == [((3, 5), (3, 5))]
+    # A common run shorter than min_match_size does not split a difference: [5] alone is not common.
+    a2 = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    b2 = [1, 2, 3, 0, 5, 0, 7, 8, 9]
+    assert token_diff(a2, b2, min_match_size=3) == [((3, 6), (3, 6))]
+    assert token_diff(a2, b2, min_match_size=1) == [((3, 4), (3, 4)), ((5, 6), (5, 6))]
+    # An insertion on one side only has no counterpart: no pair (as the paper's diff_lib).
+    assert token_diff([1, 2, 3, 4, 5, 6], [1, 2, 3, 7, 4, 5, 6]) == []
+    assert token_diff([1, 2, 3], [1, 2, 3]) == []
+    # Differences at both ends.
+    assert token_diff([0, 1, 2, 3, 9], [8, 1, 2, 3, 7]) == [((0, 1), (0, 1)), ((4, 5), (4, 5))]
+
+
+def test_token_diff_spans_are_character_spans_of_the_differing_tokens(tmp_path):
+    from transformers import AutoTokenizer
+
+    from rrpo.data.spans import token_diff_spans
+    from rrpo.models import build_tiny_model
+
+    tok = AutoTokenizer.from_pretrained(build_tiny_model("qwen2-vl", tmp_path / "m"))
+    chosen, rejected = "the man pours milk into a glass", "the man pours juice into a glass"
+    c, r = token_diff_spans(tok, chosen, rejected)
+    assert c and len(c) == len(r)
+    assert "milk" in "".join(chosen[a:b] for a, b in c) and "juice" in "".join(rejected[a:b] for a, b in r)
+    assert all(not chosen[a:b].startswith(" ") and not chosen[a:b].endswith(" ") for a, b in c)

@@ -30,6 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="--from only: reject records whose video is not under this directory",
     )
+    p.add_argument(
+        "--token-diff-spans",
+        metavar="TOKENIZER",
+        default=None,
+        help="--from only: for records without <MASK> markup, mark spans by a token-level alignment of answer "
+        "and pred with this tokenizer (a directory or Hub id; the paper's VideoChat2 convention: the Mistral "
+        "tokenizer, --min-match-size 3)",
+    )
+    p.add_argument(
+        "--min-match-size", type=int, default=3, help="with --token-diff-spans: shortest common run"
+    )
     p.set_defaults(func=run_convert)
 
 
@@ -47,8 +58,16 @@ def run_convert(args: argparse.Namespace) -> int:
         return 0
 
     rejects = args.rejects or paper_format.default_rejects_path(args.out)
+    fallback = None
+    if args.token_diff_spans:
+        from transformers import AutoTokenizer
+
+        from rrpo.data.spans import token_diff_spans
+
+        tokenizer = AutoTokenizer.from_pretrained(args.token_diff_spans)
+        fallback = lambda c, r: token_diff_spans(tokenizer, c, r, args.min_match_size)  # noqa: E731
     result = paper_format.convert_from_paper(
-        args.input, args.out, rejects=rejects, video_root=args.video_root
+        args.input, args.out, rejects=rejects, video_root=args.video_root, span_fallback=fallback
     )
     print(f"read {result.read} records from {args.input}")
     print(f"wrote {len(result.pairs)} pairs to {args.out}")

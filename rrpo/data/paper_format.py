@@ -137,8 +137,11 @@ def _spans(rec: dict, masked_key: str, plain: str) -> tuple[list[Span], bool]:
     return aligned, True
 
 
-def _pair_from_record(rec: Any, pair_id: str, video_root: Path | None) -> tuple[PreferencePair, bool]:
-    """One paper record -> (pair, whether alignment was needed). Raises Rejected."""
+def _pair_from_record(
+    rec: Any, pair_id: str, video_root: Path | None, span_fallback: Any = None
+) -> tuple[PreferencePair, bool]:
+    """One paper record -> (pair, whether alignment was needed). Raises Rejected. `span_fallback`:
+    (chosen, rejected) -> (spans, spans) for records with no `<MASK>` markup on either side."""
     if not isinstance(rec, dict):
         raise Rejected("malformed", f"expected a JSON object, got {type(rec).__name__}")
     question = strip_placeholder(_text(rec, "question"))
@@ -148,6 +151,10 @@ def _pair_from_record(rec: Any, pair_id: str, video_root: Path | None) -> tuple[
     video = _text(rec, "video" if rec.get("video") is not None else "media_path")
     chosen_spans, a1 = _spans(rec, "answer_masked", chosen)
     rejected_spans, a2 = _spans(rec, "pred_masked", rejected)
+    spans_from = None
+    if span_fallback is not None and not chosen_spans and not rejected_spans and chosen != rejected:
+        chosen_spans, rejected_spans = span_fallback(chosen, rejected)
+        spans_from = "token-diff"
     if not chosen_spans or not rejected_spans:
         sides = [n for n, s in (("answer_masked", chosen_spans), ("pred_masked", rejected_spans)) if not s]
         raise Rejected("no_span", f"no <MASK> span in {' or '.join(sides)}")
@@ -165,6 +172,8 @@ def _pair_from_record(rec: Any, pair_id: str, video_root: Path | None) -> tuple[
         metadata["paper_extra"] = extra
     if "sample_id" in rec and rec["sample_id"] != pair_id:
         metadata["paper_sample_id"] = rec["sample_id"]
+    if spans_from:
+        metadata["spans_from"] = spans_from
     pair = PreferencePair(
         id=pair_id,
         video=video,
@@ -211,8 +220,12 @@ def _assign_ids(records: Sequence[Any]) -> list[str | None]:
     return ids
 
 
-def import_paper(records: Sequence[Any], video_root: str | os.PathLike | None = None) -> ImportResult:
-    """Convert the paper's records to PreferencePairs; bad records become rejects (see module doc)."""
+def import_paper(
+    records: Sequence[Any], video_root: str | os.PathLike | None = None, span_fallback: Any = None
+) -> ImportResult:
+    """Convert the paper's records to PreferencePairs; bad records become rejects (see module doc).
+    `span_fallback` marks records without `<MASK>` markup (e.g. `token_diff_spans` with the model's
+    tokenizer: the paper's VideoChat2 convention)."""
     root = Path(video_root) if video_root is not None else None
     result = ImportResult(pairs=[], rejects=[], read=len(records))
     seen: dict[str, int] = {}
@@ -224,7 +237,7 @@ def import_paper(records: Sequence[Any], video_root: str | os.PathLike | None = 
                 raise Rejected("malformed", "missing field 'sample_id' (a string or an integer)")
             if pair_id in seen:
                 raise Rejected("duplicate_id", f"id {pair_id!r} was already used by record {seen[pair_id]}")
-            pair, aligned = _pair_from_record(rec, pair_id, root)
+            pair, aligned = _pair_from_record(rec, pair_id, root, span_fallback)
         except Rejected as rej:
             result.rejects.append(
                 {"index": index, "id": pair_id, "reason": rej.reason, "detail": rej.detail, "record": rec}
@@ -306,12 +319,13 @@ def convert_from_paper(
     out: str | os.PathLike,
     rejects: str | os.PathLike | None = None,
     video_root: str | os.PathLike | None = None,
+    span_fallback: Any = None,
 ) -> ImportResult:
     """Read the paper's JSON at `src`, write pairs to `out` (JSONL) and rejects to `rejects`
     (default `default_rejects_path(out)`; written even when empty, so a stale file never lingers)."""
     if video_root is not None and not Path(video_root).is_dir():
         raise RRPOError(f"--video-root {video_root}: not a directory")
-    result = import_paper(read_paper_json(src), video_root=video_root)
+    result = import_paper(read_paper_json(src), video_root=video_root, span_fallback=span_fallback)
     write_pairs(out, result.pairs)
     write_jsonl_atomic(rejects if rejects is not None else default_rejects_path(out), result.rejects)
     return result

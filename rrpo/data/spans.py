@@ -295,3 +295,40 @@ def _widen(g: list[int], ka: list[str], kb: list[str]) -> None:
         g[1], g[3] = i2 + 1, j2 + 1
     else:
         g[0], g[2] = i1 - 1, j1 - 1
+
+
+# -- token-level alignment (VideoChat2's RRPO convention, its release's diff_lib.py) -----------------
+def token_diff(a: Sequence[Any], b: Sequence[Any], min_match_size: int = 3) -> list[tuple[Span, Span]]:
+    """Paired differing token ranges of two sequences, as the paper's VideoChat2 training derives its
+    spans: `difflib` matching blocks of at least `min_match_size` tokens are kept as common, and the
+    gaps between consecutive kept blocks (before the first, between, after the last) are paired in
+    order when neither side's gap is empty. Returns [((a_start, a_end), (b_start, b_end)), ...]."""
+    blocks = SequenceMatcher(None, list(a), list(b), autojunk=False).get_matching_blocks()
+    kept = [m for m in blocks[:-1] if m.size >= min_match_size] + [blocks[-1]]  # the end sentinel stays
+    pairs, ai, bi = [], 0, 0
+    for m in kept:
+        if m.a > ai and m.b > bi:
+            pairs.append(((ai, m.a), (bi, m.b)))
+        ai, bi = m.a + m.size, m.b + m.size
+    return pairs
+
+
+def token_diff_spans(
+    tokenizer: Any, chosen: str, rejected: str, min_match_size: int = 3
+) -> tuple[list[Span], list[Span]]:
+    """Character spans of `token_diff` over the two texts' tokens (a fast tokenizer's offsets), each
+    trimmed of whitespace; pairs whose span would be empty on either side are dropped."""
+    enc = [tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in (chosen, rejected)]
+    out: tuple[list[Span], list[Span]] = ([], [])
+    for (ca, cb), (ra, rb) in token_diff(enc[0]["input_ids"], enc[1]["input_ids"], min_match_size):
+        spans = []
+        for text, e, (s, t) in ((chosen, enc[0], (ca, cb)), (rejected, enc[1], (ra, rb))):
+            start, end = e["offset_mapping"][s][0], e["offset_mapping"][t - 1][1]
+            try:
+                spans.append(trim_spans(text, [(start, end)])[0])
+            except ValueError:  # only whitespace (a lone space token)
+                spans.append(None)
+        if spans[0] and spans[1]:
+            out[0].append(spans[0])
+            out[1].append(spans[1])
+    return out
