@@ -378,3 +378,47 @@ def test_numeric_flags_are_checked_by_the_parser(tmp_path, capsys, command, flag
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_token_diff_spans_mark_pairs_by_the_models_tokens(tmp_path: Path) -> None:
+    """`--spans token-diff` (the paper's VideoChat2 convention): the pairs' spans come from a token-level
+    alignment with the generator's tokenizer, equal to `token_diff_spans` on the pair's two texts; without
+    a tokenizer the option is a clear error."""
+    from transformers import AutoTokenizer
+
+    from rrpo.data.spans import token_diff_spans
+    from rrpo.errors import RRPOError
+    from rrpo.models import build_tiny_model
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_model("qwen2-vl", tmp_path / "m"))
+
+    class Generator:
+        def __init__(self):
+            self.tokenizer = tokenizer
+
+        def __call__(self, items):
+            return masked_fooled_generator(items)
+
+    qs = _questions(tmp_path, 4)
+    out = tmp_path / "pairs.jsonl"
+    summary = generate_pairs(
+        qs, tmp_path, out, Generator(), GenerateConfig(frames=8, spans="token-diff"), progress=False
+    )
+    pairs = [PreferencePair.from_dict(json.loads(line)) for line in out.read_text().splitlines()]
+    assert summary["pairs_made"] == len(pairs) == 4
+    for p in pairs:
+        want = token_diff_spans(tokenizer, p.chosen, p.rejected)
+        assert (p.chosen_spans, p.rejected_spans) == (want[0], want[1]) and p.metadata[
+            "differ"
+        ] == "token-diff"
+    with pytest.raises(RRPOError, match="needs the model's tokenizer"):
+        generate_pairs(
+            qs,
+            tmp_path,
+            tmp_path / "p2.jsonl",
+            masked_fooled_generator,
+            GenerateConfig(frames=8, spans="token-diff"),
+            progress=False,
+        )
+    with pytest.raises(RRPOError, match="--spans 'words'"):
+        GenerateConfig(spans="words")

@@ -83,6 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="give up on the judge endpoint for the run after this many failed requests in a row "
         "(the records are left for a rerun; 0: never give up)",
     )
+    p.add_argument(
+        "--spans",
+        choices=["differ", "token-diff"],
+        default="differ",
+        help="how a pair's differing spans are marked: the rule/LLM differ (default), or a token-level "
+        "alignment with the model's tokenizer (the paper's VideoChat2 convention)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", default=None, help="i/n: process only the records of shard i of n")
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
@@ -226,6 +233,7 @@ class TransformersGenerator:
             **(load_options or {}),
         )
         self.frame_size = self.vlm.frame_size
+        self.tokenizer = self.vlm.tokenizer
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         text = getattr(self.vlm.hf_model.config, "text_config", self.vlm.hf_model.config)
         # Prompts longer than this are rejected before the processor (a 10 MB question would exhaust RAM).

@@ -37,6 +37,7 @@ from rrpo.data.jsonl import JsonlAppender, read_jsonl
 from rrpo.data.prompts import question_prompt
 from rrpo.data.record import PreferencePair, VideoQuestion, write_jsonl_atomic
 from rrpo.data.runs import claim_output, fingerprint_id, write_json_atomic
+from rrpo.data.spans import token_diff_spans
 from rrpo.errors import RRPOError, VideoError
 from rrpo.llm.client import LLMError
 from rrpo.selfalign.differ import Diff, DiffReject, diff_answers
@@ -90,6 +91,7 @@ class GenerateConfig:
     shard: tuple[int, int] | None = None
     allow_outside_root: bool = False  # read video paths that lead outside the video root
     max_prompt_tokens: int | None = None  # None: the generator's context length, when it has one
+    spans: str = "differ"  # differ | token-diff (the paper's VideoChat2 convention, the model's tokenizer)
 
     def __post_init__(self) -> None:
         from rrpo.video.perturb import PERTURBATIONS
@@ -128,6 +130,8 @@ class GenerateConfig:
                 )
         if self.judge not in ("rule", "llm"):
             raise RRPOError(f"--judge {self.judge!r}: choose rule or llm")
+        if self.spans not in ("differ", "token-diff"):
+            raise RRPOError(f"--spans {self.spans!r}: choose differ or token-diff")
 
     @classmethod
     def from_args(cls, args: Any) -> GenerateConfig:
@@ -190,6 +194,9 @@ def generate_pairs(
     drop_retryable_rejects(files.rejects)  # written as final by older rrpo versions: try them again
     if fingerprint is not None:
         claim_output(files.run, fingerprint, what=f"--out {files.pairs}")
+    span_tokenizer = getattr(generator, "tokenizer", None)
+    if cfg.spans == "token-diff" and span_tokenizer is None:
+        raise RRPOError("--spans token-diff needs the model's tokenizer (the transformers backend)")
     # Each pair records the run that made it (its settings are in pairs.run.json) and the model.
     run_tag = {"run": fingerprint_id(fingerprint), "model": fingerprint.get("model")} if fingerprint else {}
     video_root = Path(video_root)
@@ -261,7 +268,18 @@ def generate_pairs(
             for q in batch:
                 if q.id not in by_record:
                     continue  # rejected above
-                _finish_record(q, by_record[q.id], cfg, llm, pairs_out, correct_out, reject, summary, run_tag)
+                _finish_record(
+                    q,
+                    by_record[q.id],
+                    cfg,
+                    llm,
+                    pairs_out,
+                    correct_out,
+                    reject,
+                    summary,
+                    run_tag,
+                    span_tokenizer,
+                )
                 summary.processed += 1
             bar.update(len(batch))
         bar.close()
@@ -329,7 +347,9 @@ def _generate_isolated(
     return out
 
 
-def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary, run_tag) -> None:  # noqa: ANN001
+def _finish_record(
+    q, answers, cfg, llm, pairs_out, correct_out, reject, summary, run_tag, span_tokenizer=None
+) -> None:  # noqa: ANN001
     """Judge one record's answers and write exactly one outcome line (or none, when the LLM endpoint
     failed, so that a rerun retries it)."""
     verdicts = []
@@ -357,7 +377,12 @@ def _finish_record(q, answers, cfg, llm, pairs_out, correct_out, reject, summary
     try:
         texts = pair_texts(q, verdict.extracted, pred)
         chosen, rejected = texts.chosen, texts.rejected
-        if texts.chosen_spans is not None:  # the rendering knows its spans: nothing to parse back
+        if cfg.spans == "token-diff":  # every pair, by the model's tokens (the paper's VideoChat2 pairs)
+            token_spans = token_diff_spans(span_tokenizer, chosen, rejected)
+            if not token_spans[0]:
+                raise DiffReject("no differing tokens to pair")
+            diff = Diff(*token_spans, "token-diff")
+        elif texts.chosen_spans is not None:  # the rendering knows its spans: nothing to parse back
             diff = Diff(texts.chosen_spans, texts.rejected_spans, texts.method)
         else:
             diff = diff_answers(
