@@ -40,7 +40,6 @@ from rrpo.models.base import (
     SkipPair,
     VideoLMAdapter,
     as_clip,
-    is_language_param,
     is_peft_model,
     unwrap_peft,
 )
@@ -344,9 +343,11 @@ def _reference_context(peft_model):
     return peft_model.disable_adapter() if peft_model is not None else contextlib.nullcontext()
 
 
-def _vision_is_frozen(hf_model) -> bool:
-    """True when nothing outside the language model trains, so reference video features equal the policy's."""
-    return not any(p.requires_grad for n, p in hf_model.named_parameters() if not is_language_param(n))
+def _vision_is_frozen(vlm: VideoLMAdapter) -> bool:
+    """True when nothing outside the language model (the adapter's `language_model` and `lm_head`
+    hooks) trains, so the reference pass can reuse the policy's video features."""
+    language = {id(p) for m in (vlm.language_model, vlm.lm_head) for p in m.parameters()}
+    return not any(p.requires_grad for p in vlm.hf_model.parameters() if id(p) not in language)
 
 
 def _run(inner, input_ids, attention_mask, position_ids, mm_kwargs, video_outputs=None):
@@ -402,7 +403,7 @@ def pair_forward(
     mm = vlm.model_mm_kwargs({k: b[k] for k in vlm.mm_keys() if k in b})
     for key in [k for k in mm if k.startswith("pixel_values")]:
         mm[key] = mm[key].to(dtype)
-    reuse_video = _vision_is_frozen(hf)
+    reuse_video = _vision_is_frozen(vlm)
     p_len, c_len, r_len = b["prefix_lengths"], b["chosen_lengths"], b["rejected_lengths"]
     c_labels, r_labels = b["chosen_labels"], b["rejected_labels"]
     c_idx = _response_index(p_len, c_len, c_labels.shape[1], None)

@@ -248,10 +248,10 @@ class VideoChat2(nn.Module):
     def embed_packed(
         self,
         input_ids: torch.Tensor,
-        pixel_values_videos: torch.Tensor,
-        video_frames: torch.Tensor,
-        qformer_input_ids: torch.Tensor,
-        qformer_attention_mask: torch.Tensor,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_frames: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
         video_tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of rows laid out by the adapter: -201 at a training prompt's first position (the
