@@ -46,10 +46,18 @@ VIDEOCHAT2_LORA_REGEX = (
 
 
 class VideoChat2Processor:
-    """The Mistral tokenizer, the Q-Former's BERT tokenizer (+ `[DEC]`) and the frame transform."""
+    """The Mistral tokenizer and the Q-Former's BERT tokenizer (+ `[DEC]`), the latter loaded on first use
+    (only when text must be tokenized for the Q-Former)."""
 
     def __init__(self, tokenizer: Any, qformer_tokenizer: Any):
-        self.tokenizer, self.qformer_tokenizer = tokenizer, qformer_tokenizer
+        self.tokenizer = tokenizer
+        self._qformer_source, self._qformer = qformer_tokenizer, None
+
+    @property
+    def qformer_tokenizer(self) -> Any:
+        if self._qformer is None:
+            self._qformer = load_qformer_tokenizer(self._qformer_source)
+        return self._qformer
 
 
 def model_paths(
@@ -182,7 +190,7 @@ class VideoChat2Adapter(VideoLMAdapter):
         from transformers import AutoTokenizer
 
         llm, bert, _ = model_paths(model_dir, base_llm, qformer_tokenizer)
-        return VideoChat2Processor(AutoTokenizer.from_pretrained(llm), load_qformer_tokenizer(bert))
+        return VideoChat2Processor(AutoTokenizer.from_pretrained(llm), bert)
 
     @torch.no_grad()
     def generate(
