@@ -411,6 +411,37 @@ def unwrap_peft(model):
     return model.get_base_model() if is_peft_model(model) else model
 
 
+class SplicedInner:
+    """`pair_forward`'s `inner` for a ported family whose video enters the prompt as placeholder ids:
+    `embed(input_ids, video_tokens=None, **video)` returns (inputs_embeds, video_tokens) with the visual
+    tokens scattered in, `decoder` is the language model run on embeddings. The reference pass hands
+    back the policy's tokens (`mm_encoder_outputs`), so a video is encoded once per pair."""
+
+    def __init__(self, embed: Any, decoder: Any):
+        self.embed, self.decoder = embed, decoder
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        use_cache: bool = False,
+        mm_encoder_outputs: dict | None = None,
+        **video: torch.Tensor,
+    ) -> Any:
+        from types import SimpleNamespace
+
+        reuse = mm_encoder_outputs["video"] if mm_encoder_outputs is not None else None
+        embeds, visual = self.embed(input_ids, video_tokens=reuse, **video)
+        out = self.decoder(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+        )
+        return SimpleNamespace(last_hidden_state=out.last_hidden_state, video_outputs=visual)
+
+
 def is_language_param(name: str) -> bool:
     """Whether a parameter name belongs to the language model or LM head (not vision tower / projector)."""
     return "language_model" in name or "lm_head" in name

@@ -369,10 +369,10 @@ class LongVUForCausalLM(Qwen2PreTrainedModel, GenerationMixin):
     def embed_with_video(
         self,
         input_ids: torch.Tensor,
-        pixel_values_siglip: torch.Tensor,
-        pixel_values_dino: torch.Tensor,
-        video_frames: torch.Tensor,
-        video_sizes: torch.Tensor,
+        pixel_values_siglip: torch.Tensor | None = None,
+        pixel_values_dino: torch.Tensor | None = None,
+        video_frames: torch.Tensor | None = None,
+        video_sizes: torch.Tensor | None = None,
         video_tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of rows whose video is already expanded to its placeholder ids (the adapter's

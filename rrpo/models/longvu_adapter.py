@@ -17,13 +17,12 @@ What differs from the transformers families:
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-from rrpo.models.base import SkipPair, VideoLMAdapter, as_clip
+from rrpo.models.base import SkipPair, SplicedInner, VideoLMAdapter, as_clip
 from rrpo.models.longvu import IMAGE_TOKEN_INDEX
 from rrpo.models.longvu_vision import unpad_grid
 from rrpo.video.io import Clip
@@ -55,37 +54,6 @@ def tokens_per_frame(size: tuple[int, int], side: int = 12) -> int:
     return grid.shape[1] * (grid.shape[2] + 1)
 
 
-class _PackedInner:
-    """`pair_forward`'s `inner` for LongVU: placeholder embeddings replaced by the video's tokens."""
-
-    def __init__(self, model: Any):
-        self.model = model
-
-    def __call__(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        use_cache: bool = False,
-        pixel_values_siglip: torch.Tensor | None = None,
-        pixel_values_dino: torch.Tensor | None = None,
-        video_frames: torch.Tensor | None = None,
-        video_sizes: torch.Tensor | None = None,
-        mm_encoder_outputs: dict | None = None,
-    ) -> SimpleNamespace:
-        reuse = mm_encoder_outputs["video"] if mm_encoder_outputs is not None else None
-        embeds, visual = self.model.embed_with_video(
-            input_ids, pixel_values_siglip, pixel_values_dino, video_frames, video_sizes, reuse
-        )
-        out = self.model.model(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=use_cache,
-        )
-        return SimpleNamespace(last_hidden_state=out.last_hidden_state, video_outputs=visual)
-
-
 class LongVUAdapter(VideoLMAdapter):
     """LongVU (Vision-CAIR/LongVU_Qwen2_7B) through the port (module doc)."""
 
@@ -96,8 +64,8 @@ class LongVUAdapter(VideoLMAdapter):
     ported = True
 
     @property
-    def inner(self) -> _PackedInner:
-        return _PackedInner(self.hf_model)
+    def inner(self) -> SplicedInner:
+        return SplicedInner(self.hf_model.embed_with_video, self.hf_model.model)
 
     @property
     def language_model(self) -> torch.nn.Module:

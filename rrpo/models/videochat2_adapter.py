@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-from rrpo.models.base import VideoLMAdapter, as_clip
+from rrpo.models.base import SplicedInner, VideoLMAdapter, as_clip
 from rrpo.video.io import Clip
 
 VIDEO_TOKEN_INDEX = -200  # one per visual token in the packed prefix
@@ -88,32 +87,6 @@ def load_qformer_tokenizer(path: Any) -> Any:
     return tok
 
 
-class _PackedInner:
-    """`pair_forward`'s `inner` for VideoChat2: Mistral's decoder over the spliced embeddings."""
-
-    def __init__(self, model: Any):
-        self.model = model
-
-    def __call__(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        use_cache: bool = False,
-        mm_encoder_outputs: dict | None = None,
-        **video: torch.Tensor,
-    ) -> SimpleNamespace:
-        reuse = mm_encoder_outputs["video"] if mm_encoder_outputs is not None else None
-        embeds, visual = self.model.embed_packed(input_ids, video_tokens=reuse, **video)
-        out = self.model.mistral_model.model(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=use_cache,
-        )
-        return SimpleNamespace(last_hidden_state=out.last_hidden_state, video_outputs=visual)
-
-
 class VideoChat2Adapter(VideoLMAdapter):
     """VideoChat2 stage 3 (Mistral-7B) through the port (module doc)."""
 
@@ -124,8 +97,8 @@ class VideoChat2Adapter(VideoLMAdapter):
     ported = True
 
     @property
-    def inner(self) -> _PackedInner:
-        return _PackedInner(self.hf_model)
+    def inner(self) -> SplicedInner:
+        return SplicedInner(self.hf_model.embed_packed, self.hf_model.mistral_model.model)
 
     @property
     def language_model(self) -> torch.nn.Module:
