@@ -398,3 +398,43 @@ def test_eval_every_benchmark_layout(setup, tmp_path, name) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["excluded_videos_count"] == 0 and results["meta"]["benchmark"] == name
     assert results["headline"] in results["metrics"]
+
+
+def test_eval_decodes_each_video_once_for_all_its_questions(tmp_path) -> None:
+    """Questions on one clip share its decode (the toy's temporal set asks several per clip), and the
+    answers equal answering each question on its own freshly decoded clip."""
+    from rrpo.eval.benchmarks import BENCHMARKS
+    from rrpo.eval.runner import run_eval
+    from rrpo.models import build_tiny_model, load_model
+    from rrpo.toy.splits import generate_dataset
+
+    toy = tmp_path / "toy"
+    generate_dataset(toy, seed=2, n_pretrain=1, n_train=1, n_test=3, n_prior_break=1, progress=False)
+    annotations = toy / "benchmarks" / "temporal"
+    items = BENCHMARKS["mvbench"].load(annotations)
+    clips = {(it.video, it.start, it.end) for it in items}
+    assert len(clips) < len(items)  # several questions per clip
+    vlm = load_model(build_tiny_model("qwen2-vl", tmp_path / "m", num_frames=4), num_frames=4)
+    decodes = []
+    original = vlm.read_clip
+    vlm.read_clip = lambda path, **kw: decodes.append(path) or original(path, **kw)
+    run_eval(
+        "m",
+        "mvbench",
+        annotations,
+        toy,
+        tmp_path / "ev",
+        vlm=vlm,
+        batch_size=1,
+        max_new_tokens=4,
+        progress=False,
+        quiet=True,
+    )
+    assert len(decodes) == len(clips)
+    got = {
+        json.loads(line)["id"]: json.loads(line)["prediction"]
+        for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()
+    }
+    for it in items:
+        clip = original(toy / it.video, start_sec=it.start, end_sec=it.end)
+        assert got[it.id] == vlm.generate([(clip, it.prompt)], max_new_tokens=4)[0], it.id

@@ -114,12 +114,15 @@ def run_eval(
             unit="q",
             disable=not (progress and state.is_main_process),
         )
+        # Questions on the same video (segment) run together, so each clip is decoded once for all of
+        # them (benchmarks ask several questions per video; decoding costs more than a tiny model's answer).
+        todo.sort(key=lambda it: (it.video, it.start or 0.0, it.end or 0.0))
+        clips = _ClipCache(vlm, video_root)
         for start in range(0, len(todo), batch_size):
             batch, inputs = [], []
             for item in todo[start : start + batch_size]:
                 try:
-                    # The model's own sampling (its frame count or rate, native aspect ratio) with timing.
-                    clip = vlm.read_clip(video_root / item.video, start_sec=item.start, end_sec=item.end)
+                    clip = clips.get(item)
                 except VideoError as err:
                     undecodable.append({"id": item.id, "video": item.video, "reason": err.reason})
                     continue
@@ -180,3 +183,29 @@ def _merge_rank_files(out_dir: Path, merged_path: Path, world_size: int) -> None
             for record in read_jsonl(path) if path.exists() else []:
                 if record["id"] not in merged.done:
                     merged.append(record)
+
+
+class _ClipCache:
+    """The last decoded clip, keyed by (video, segment): consecutive questions on one video share it.
+    A failure is remembered too, so a bad video is tried once per run, not once per question."""
+
+    def __init__(self, vlm: Any, video_root: Path):
+        self.vlm, self.video_root = vlm, video_root
+        self.key: tuple | None = None
+        self.value: Any = None
+        self.decodes = 0
+
+    def get(self, item: Any) -> Any:
+        key = (item.video, item.start, item.end)
+        if key != self.key:
+            self.key, self.decodes = key, self.decodes + 1
+            try:
+                # The model's own sampling (its frame count or rate, native aspect ratio) with timing.
+                self.value = self.vlm.read_clip(
+                    self.video_root / item.video, start_sec=item.start, end_sec=item.end
+                )
+            except VideoError as err:
+                self.value = err
+        if isinstance(self.value, VideoError):
+            raise self.value
+        return self.value
