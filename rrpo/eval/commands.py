@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rrpo.models.options import add_model_options, model_options, positive_int
+from rrpo.models.options import add_model_options, model_fingerprint, model_options, positive_int
 
 BENCHMARK_NAMES = ("videohallucer", "tvbench", "mvbench", "videomme", "mlvu", "tempcompass", "longvideobench")
 
@@ -193,15 +193,8 @@ def eval_fingerprint(args: argparse.Namespace) -> dict:
     """What makes two `rrpo eval` runs share predictions: model, adapter, loading options, frames and
     size, generation length, benchmark and annotations, rrpo's version (not scoring or judge: results
     are scored again every run)."""
-    from rrpo import __version__
-    from rrpo.data.runs import model_identity
-
-    options = model_options(args)
     return {
-        "rrpo": __version__,
-        "model": model_identity(args.model, options.get("revision")),
-        "adapter": model_identity(args.adapter),
-        "load_options": options,
+        **model_fingerprint(args),
         "frames": args.frames,
         "frame_size": args.frame_size,
         "max_new_tokens": args.max_new_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -429,8 +430,6 @@ class SplicedInner:
         mm_encoder_outputs: dict | None = None,
         **video: torch.Tensor,
     ) -> Any:
-        from types import SimpleNamespace
-
         reuse = mm_encoder_outputs["video"] if mm_encoder_outputs is not None else None
         embeds, visual = self.embed(input_ids, video_tokens=reuse, **video)
         out = self.decoder(
@@ -440,6 +439,25 @@ class SplicedInner:
             use_cache=use_cache,
         )
         return SimpleNamespace(last_hidden_state=out.last_hidden_state, video_outputs=visual)
+
+
+def rebuild_meta_buffers(model: Any) -> None:
+    """Non-persistent buffers (not in any checkpoint) of a model built on the meta device: rotary
+    frequencies are rebuilt from the module's config, position ids are arange."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if any(b.is_meta for b in child.buffers(recurse=False)) and hasattr(child, "inv_freq"):
+                setattr(parent, child_name, type(child)(child.config))
+    for module in model.modules():
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if buf.is_meta:
+                if name != "position_ids":
+                    raise RRPOError(
+                        f"port: buffer {name} of {type(module).__name__} left uninitialised (not in the checkpoint)"
+                    )
+                module.register_buffer(
+                    name, torch.arange(buf.shape[-1]).expand(buf.shape).clone(), persistent=False
+                )
 
 
 def is_language_param(name: str) -> bool:

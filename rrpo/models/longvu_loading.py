@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from rrpo.errors import RRPOError
+from rrpo.models.base import rebuild_meta_buffers
 from rrpo.models.longvu import LongVUConfig, LongVUForCausalLM
 from rrpo.models.longvu_vision import DINO_ID, SIGLIP_ID
 
@@ -114,27 +114,8 @@ def load_longvu(
         )
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     # Buffers built on the meta device (rotary frequencies, position ids) are recomputed for real.
-    _rebuild_meta_buffers(model)
+    rebuild_meta_buffers(model)
     return model.eval()
-
-
-def _rebuild_meta_buffers(model: Any) -> None:
-    """Non-persistent buffers (not in any checkpoint) of a model built on the meta device: rotary
-    frequencies are rebuilt from the module's config, position ids are arange."""
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if any(b.is_meta for b in child.buffers(recurse=False)) and hasattr(child, "inv_freq"):
-                setattr(parent, child_name, type(child)(child.config))
-    for module in model.modules():
-        for name, buf in list(module.named_buffers(recurse=False)):
-            if buf.is_meta:
-                if name != "position_ids":
-                    raise RRPOError(
-                        f"LongVU port: buffer {name} of {type(module).__name__} left uninitialised"
-                    )
-                module.register_buffer(
-                    name, torch.arange(buf.shape[-1]).expand(buf.shape).clone(), persistent=False
-                )
 
 
 def build_tiny_longvu(

@@ -120,3 +120,19 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name, None) is not None:
             out[name] = getattr(args, name)
     return out
+
+
+def model_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
+    """The part of a run fingerprint (`rrpo.data.runs`) every model-loading command shares: rrpo's
+    version, the model and adapter (Hub id + revision, or a hash of the local directory) and the
+    loading options."""
+    from rrpo import __version__
+    from rrpo.data.runs import model_identity
+
+    options = model_options(args)
+    return {
+        "rrpo": __version__,
+        "model": model_identity(args.model, options.get("revision")),
+        "adapter": model_identity(getattr(args, "adapter", None)),
+        "load_options": options,
+    }

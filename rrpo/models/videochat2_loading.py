@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from rrpo.errors import RRPOError
+from rrpo.models.base import rebuild_meta_buffers
 from rrpo.models.videochat2 import VideoChat2, qformer_key
 
 STAGE3_FILE = "videochat2_mistral_7b_stage3"
@@ -154,14 +155,8 @@ def load_videochat2(
         )
     model.load_state_dict({k: v.to(dtype) for k, v in ours.items()}, assign=True, strict=True)
     model.mistral_model.generation_config = merged.generation_config
-    _rebuild_meta_buffers(model)
+    rebuild_meta_buffers(model)
     return model.eval()
-
-
-def _rebuild_meta_buffers(model: Any) -> None:
-    from rrpo.models.longvu_loading import _rebuild_meta_buffers as rebuild
-
-    rebuild(model)
 
 
 def official_qformer_key(key: str) -> str:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from rrpo.models.options import add_model_options, model_options
+from rrpo.models.options import add_model_options, model_fingerprint, model_options
 
 
 def _mask_fraction(text: str) -> tuple[float, float] | float:
@@ -193,16 +193,9 @@ def generate_fingerprint(args: argparse.Namespace, cfg) -> dict:  # noqa: ANN001
     options, every generation setting, the judge, rrpo's version."""
     import dataclasses
 
-    from rrpo import __version__
-    from rrpo.data.runs import model_identity
-
-    options = model_options(args)
     return {
-        "rrpo": __version__,
-        "model": model_identity(args.model, options.get("revision")),
-        "adapter": model_identity(args.adapter),
+        **model_fingerprint(args),
         "backend": args.backend,
-        "load_options": options,
         # Not allow_outside_root: it only lets records that failed run (a fix, not another run).
         **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "allow_outside_root"},
         "judge_model": args.judge_model if cfg.judge == "llm" else None,

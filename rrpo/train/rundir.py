@@ -11,7 +11,6 @@ Files rrpo owns there (what `--overwrite` deletes; nothing else in the directory
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -27,7 +26,6 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "train_summary.json"
 METRICS_FILE = "metrics.jsonl"
@@ -103,9 +101,6 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
         missing = [name for name in _CHECKPOINT_NEEDS if not (path / name).is_file()]
         if not missing:
             return path
-        logger.warning(
-            "%s is incomplete (no %s): resuming from an earlier checkpoint", path, ", ".join(missing)
-        )
         print(f"note: {path} is incomplete (no {', '.join(missing)}); passing over it")
     return None
 

@@ -92,7 +92,7 @@ class PairDataset(torch.utils.data.Dataset):
 
         for attempt in range(len(self.pairs)):
             pair = self.pairs[(index + attempt) % len(self.pairs)]
-            if pair.id in self.ledger.skipped:
+            if pair.id in self.ledger.local:  # this process's own skips: no file read per item
                 continue
             try:
                 video = video_path(self.video_root, pair.video, allow_outside=self.cfg.allow_outside_root)
