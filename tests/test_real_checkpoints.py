@@ -48,11 +48,17 @@ def _clip(h, w, t=16, fps=2.0, seed=0):
 
 
 QUESTIONS = {
-    "mcq": ("Which direction does the car move?\nOptions:\n(A) left\n(B) right\nAnswer with the letter.",
-            "(B) right", "(A) left"),
+    "mcq": (
+        "Which direction does the car move?\nOptions:\n(A) left\n(B) right\nAnswer with the letter.",
+        "(B) right",
+        "(A) left",
+    ),
     "yesno": ("Is there a dog in the video? Answer yes or no.", "Yes", "No"),
-    "open": ("Describe what happens in the video.", "A red car drives to the left past a tree.",
-             "A blue car drives to the right past a house."),
+    "open": (
+        "Describe what happens in the video.",
+        "A red car drives to the left past a tree.",
+        "A blue car drives to the right past a house.",
+    ),
 }
 
 
@@ -104,7 +110,9 @@ def test_thinking_template_is_refused(shrunk, real_dir, tmp_path):
 
     d = tmp_path / "thinking"
     shutil.copytree(shrunk["qwen3-vl"], d)
-    (d / "chat_template.jinja").write_text((real_dir / "qwen3-vl" / "chat_template.Thinking-variant.jinja.txt").read_text())
+    (d / "chat_template.jinja").write_text(
+        (real_dir / "qwen3-vl" / "chat_template.Thinking-variant.jinja.txt").read_text()
+    )
     with pytest.raises(RRPOError, match="Thinking"):
         load_model(d)
 
@@ -141,7 +149,9 @@ def test_video_tokens_and_frame_size_follow_the_reference_sizing(family, size, v
     vlm = vlms[family]
     clip = _clip(*size, seed=1)
     inputs = vlm.video_inputs([vlm.prompt_text("q")], [clip])
-    video_id = vlm.tokenizer.convert_tokens_to_ids("<|video_pad|>" if family.startswith("qwen") else "<video>")
+    video_id = vlm.tokenizer.convert_tokens_to_ids(
+        "<|video_pad|>" if family.startswith("qwen") else "<video>"
+    )
     n_tokens = int((inputs["input_ids"][0] == video_id).sum())
     tokens, (fh, fw) = _expected(family, *size)
     assert n_tokens == tokens
@@ -257,7 +267,10 @@ def test_early_snapshot_processor_gets_an_error_that_says_what_to_change(shrunk,
 
     d = tmp_path / "early"
     shutil.copytree(shrunk["qwen2.5-vl"], d)
-    shutil.copy(real_dir / "qwen2.5-vl" / "preprocessor_config.json.mirror-early-revision", d / "preprocessor_config.json")
+    shutil.copy(
+        real_dir / "qwen2.5-vl" / "preprocessor_config.json.mirror-early-revision",
+        d / "preprocessor_config.json",
+    )
     with pytest.raises(RRPOError, match="Qwen2VLImageProcessor"):
         load_model(d)
 
@@ -315,8 +328,10 @@ def test_generate_train_eval_deviation_merge_end_to_end(family, source, shrunk, 
             out[..., no if state["prefill"] else end] = 1e4  # the prompt step says "No", the next stops
             return out
 
-        handles = [self.hf_model.register_forward_pre_hook(step, with_kwargs=True),
-                   self.lm_head.register_forward_hook(force)]
+        handles = [
+            self.hf_model.register_forward_pre_hook(step, with_kwargs=True),
+            self.lm_head.register_forward_hook(force),
+        ]
         try:
             return real_generate(self, items, **kw)
         finally:
@@ -329,31 +344,115 @@ def test_generate_train_eval_deviation_merge_end_to_end(family, source, shrunk, 
     qs = []
     for i in range(3):
         write_video(videos / f"v{i}.mp4", rng.integers(0, 255, (8, 48, 64, 3), dtype=np.uint8), fps=4)
-        qs.append({"id": f"q{i}", "video": f"v{i}.mp4", "question": f"Is there a dog {i}?", "answer": "yes",
-                   "answer_type": "yesno"})
+        qs.append(
+            {
+                "id": f"q{i}",
+                "video": f"v{i}.mp4",
+                "question": f"Is there a dog {i}?",
+                "answer": "yes",
+                "answer_type": "yesno",
+            }
+        )
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
     common = ["--model", model, "--frames", "4", "--dtype", "fp32"]
     pairs = tmp_path / "gen" / "pairs.jsonl"
-    assert main(["generate", *common, "--data", str(tmp_path / "q.jsonl"), "--video-root", str(videos),
-                 "--out", str(pairs), "--max-new-tokens", "3"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                *common,
+                "--data",
+                str(tmp_path / "q.jsonl"),
+                "--video-root",
+                str(videos),
+                "--out",
+                str(pairs),
+                "--max-new-tokens",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert len(pairs.read_text().splitlines()) == 3  # a random model answers every question wrongly
     run = tmp_path / "run"
-    assert main(["train", *common, "--data", str(pairs), "--video-root", str(videos), "--out", str(run),
-                 "--max-steps", "1", "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *common,
+                "--data",
+                str(pairs),
+                "--video-root",
+                str(videos),
+                "--out",
+                str(run),
+                "--max-steps",
+                "1",
+                "--grad-accum",
+                "1",
+                "--lora-r",
+                "4",
+                "--lora-alpha",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert (run / "adapter_model.safetensors").is_file()
     vh = tmp_path / "vh" / "object_relation"
     vh.mkdir(parents=True)
-    (vh / "object_relation.json").write_text(json.dumps([{
-        "basic": {"video": "v0.mp4", "question": "Is there a dog?", "answer": "yes"},
-        "hallucination": {"video": "v1.mp4", "question": "Is there a cat?", "answer": "no"},
-        "type": "object_relation"}]))
+    (vh / "object_relation.json").write_text(
+        json.dumps(
+            [
+                {
+                    "basic": {"video": "v0.mp4", "question": "Is there a dog?", "answer": "yes"},
+                    "hallucination": {"video": "v1.mp4", "question": "Is there a cat?", "answer": "no"},
+                    "type": "object_relation",
+                }
+            ]
+        )
+    )
     ev = tmp_path / "ev"
-    assert main(["eval", *common, "--adapter", str(run), "--benchmark", "videohallucer", "--annotations",
-                 str(tmp_path / "vh"), "--video-root", str(videos), "--out", str(ev), "--max-new-tokens", "3"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                *common,
+                "--adapter",
+                str(run),
+                "--benchmark",
+                "videohallucer",
+                "--annotations",
+                str(tmp_path / "vh"),
+                "--video-root",
+                str(videos),
+                "--out",
+                str(ev),
+                "--max-new-tokens",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert len((ev / "predictions.jsonl").read_text().splitlines()) == 2
     dev = tmp_path / "dev"
-    assert main(["deviation", *common, "--adapter", str(run), "--data", str(pairs), "--video-root",
-                 str(videos), "--out", str(dev)]) == 0
+    assert (
+        main(
+            [
+                "deviation",
+                *common,
+                "--adapter",
+                str(run),
+                "--data",
+                str(pairs),
+                "--video-root",
+                str(videos),
+                "--out",
+                str(dev),
+            ]
+        )
+        == 0
+    )
     assert json.loads((dev / "deviation.json").read_text())["examples"] == 3
     merged = tmp_path / "merged"
     assert main(["merge", "--model", model, "--adapter", str(run), "--out", str(merged)]) == 0
@@ -368,22 +467,43 @@ def test_inspect_json_fields(shrunk, sample_video, tmp_path, capsys):
 
     from rrpo.cli import main
 
-    assert main(["inspect", "--model", str(shrunk["qwen2.5-vl"]), "--video", str(sample_video), "--question",
-                 "What happens?", "--sheet", str(tmp_path / "s.png"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(shrunk["qwen2.5-vl"]),
+                "--video",
+                str(sample_video),
+                "--question",
+                "What happens?",
+                "--sheet",
+                str(tmp_path / "s.png"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     info = json.loads(text[text.index("{\n") :])
     tokens, hw = _expected("qwen2.5-vl", 480, 640)
     assert info["video_tokens"] == tokens and info["frame_hw_seen_by_model"] == list(hw)
     assert info["timestamps_s"] == [round(t, 3) for t in decode_clip(sample_video, 16).timestamps]
-    assert info["stop_token_ids"][:2] == [151645, 151643] and f"<|video_pad|> x {tokens}<|vision_end|>" in info["prompt"]
+    assert (
+        info["stop_token_ids"][:2] == [151645, 151643]
+        and f"<|video_pad|> x {tokens}<|vision_end|>" in info["prompt"]
+    )
     assert info["second_per_grid_ts"] == [round(2 / (16 / 161 * 30000 / 1001), 4)]
     assert (tmp_path / "s.png").is_file() and info["contact_sheet"] == str(tmp_path / "s.png")
 
 
 @pytest.mark.parametrize(
     ("error", "message"),
-    [("GatedRepoError", "gated; accept its licence"), ("RepositoryNotFoundError", "no such repository"),
-     ("RevisionNotFoundError", "revision 'v9' not found")],
+    [
+        ("GatedRepoError", "gated; accept its licence"),
+        ("RepositoryNotFoundError", "no such repository"),
+        ("RevisionNotFoundError", "revision 'v9' not found"),
+    ],
 )
 def test_hub_errors_say_what_is_wrong(error, message, monkeypatch):
     """The Hub's refusals become one-line errors (the Hub itself is replaced: no network here)."""
@@ -401,3 +521,31 @@ def test_hub_errors_say_what_is_wrong(error, message, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
     with pytest.raises(RRPOError, match=message):
         load_model("acme/video-model", revision="v9")
+
+
+@pytest.mark.parametrize("family", REAL_FAMILIES)
+def test_packed_pass_equals_plain_passes_on_the_real_files(family, vlms, minute_clip):
+    """With each checkpoint's own processor, template and (shrunk) config: the packed pass, whose
+    positions are computed on the device by the batched `rope_positions` (Qwen: the model's 3-axis rope
+    index with the real frame timing), gives the log-probs of two plain passes, for a batch of two pairs
+    of different lengths."""
+    from rrpo.models import collate_pairs, pair_forward
+    from rrpo.models.packing import packed_position_ids
+
+    vlm = vlms[family]
+    clip = vlm.read_clip(minute_clip)
+    pairs = [
+        encode_pair(vlm, clip, "What is shown?", "a red ball rolls", "a blue box", [(2, 5)], [(2, 6)]),
+        encode_pair(vlm, clip, "Which way?", "(B) left", "(A) right", [(1, 2)], [(1, 2)]),
+    ]
+    batch = collate_pairs(vlm, pairs, layout="both")
+    positions = packed_position_ids(vlm, batch)
+    positions = positions if vlm.mrope else positions.unsqueeze(0)
+    for row, pair in enumerate(pairs):
+        pos, _ = vlm.prefix_positions(pair.prefix_ids, pair.mm)
+        assert torch.equal(positions[:, row, : pos.shape[1]], pos), family
+    with torch.no_grad():
+        packed = pair_forward(vlm, vlm.model, batch, reference=False)
+        plain = pair_forward(vlm, vlm.model, batch, reference=False, packed=False)
+    for name in ("policy_chosen_logps", "policy_rejected_logps"):
+        assert (getattr(packed, name) - getattr(plain, name)).abs().max() < 1e-4, (family, name)
