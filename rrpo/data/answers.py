@@ -248,11 +248,14 @@ def reference_answer(q: Any) -> str:
 def canonical_wrong_answer(q: Any, extracted: str | None, prediction: str) -> str:
     """The non-preferred response in the preferred response's format, so the pair differs in the concept
     and not in style: "(A) a blue square" for an mcq answered "A", "No" for a yes/no answered "no.";
-    open answers are kept verbatim."""
+    open answers are kept verbatim, or as far as the judge read them (`extracted`, e.g. the toy
+    fact-checker's well-formed sentences)."""
     if q.answer_type == "mcq" and extracted:
         return f"({extracted}) {q.options[LETTERS.index(extracted)]}"
     if q.answer_type == "yesno" and extracted:
         return extracted.capitalize()
+    if q.answer_type == "open" and extracted:
+        return extracted.strip()
     return prediction.strip()
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from rrpo.data.answers import canonical_wrong_answer, pair_texts, reference_answer
+from rrpo.data.answers import Verdict, canonical_wrong_answer, pair_texts, reference_answer
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
 from rrpo.data.prompts import question_prompt
 from rrpo.data.record import PreferencePair, VideoQuestion, write_jsonl_atomic
@@ -176,8 +176,13 @@ def generate_pairs(
     progress: bool = True,
     fingerprint: dict[str, Any] | None = None,
     overwrite: bool = False,
+    open_judge: Callable[[VideoQuestion, str], Verdict] | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline over `questions` and append results to the output files; returns the summary.
+
+    `open_judge(question, prediction)` judges open answers in place of the LLM judge (the toy world's
+    rule fact-checker, `rrpo.toy.factcheck`); its verdict's `extracted`, when set, is the part of the
+    prediction it read, which becomes the non-preferred response.
 
     `fingerprint` (the run's settings, `rrpo.data.runs`) is checked against the output's: a different
     run refuses to mix unless `overwrite`, which deletes the output first."""
@@ -279,6 +284,7 @@ def generate_pairs(
                     summary,
                     run_tag,
                     span_tokenizer,
+                    open_judge,
                 )
                 summary.processed += 1
             bar.update(len(batch))
@@ -348,14 +354,17 @@ def _generate_isolated(
 
 
 def _finish_record(
-    q, answers, cfg, llm, pairs_out, correct_out, reject, summary, run_tag, span_tokenizer=None
+    q, answers, cfg, llm, pairs_out, correct_out, reject, summary, run_tag, span_tokenizer=None, open_judge=None
 ) -> None:  # noqa: ANN001
     """Judge one record's answers and write exactly one outcome line (or none, when the LLM endpoint
     failed, so that a rerun retries it)."""
     verdicts = []
     for pred, info in answers:
         try:
-            verdict = judge_answer(q, pred, llm=llm if cfg.judge == "llm" else None)
+            if open_judge is not None and q.answer_type == "open":
+                verdict = open_judge(q, pred)
+            else:
+                verdict = judge_answer(q, pred, llm=llm if cfg.judge == "llm" else None)
         except RRPOError as err:
             reject(q, f"judge error: {err}", predictions=[p for p, _ in answers])
             return

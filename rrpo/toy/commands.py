@@ -108,6 +108,13 @@ def _register_generate(toy_sub: argparse._SubParsersAction) -> None:
         "'Which colour appears first?' with the palette as options (what the committed toy model reads)",
     )
     p.add_argument(
+        "--description",
+        choices=("full", "colour"),
+        default="full",
+        help="'full': the description ('Describe the video.') names objects by colour and shape; 'colour': "
+        "by colour alone ('A red object moves left.'), what the describing toy model writes",
+    )
+    p.add_argument(
         "--prior-strength",
         type=float,
         default=0.75,
@@ -143,6 +150,7 @@ def run_generate(args: argparse.Namespace) -> int:
         background=args.background,
         trail=args.trail,
         order_question=args.order_question,
+        description=args.description,
         curriculum=args.curriculum,
         fps=args.fps,
         write_mp4=not args.no_videos,

@@ -124,6 +124,12 @@ def register_toy(toy_subparsers: argparse._SubParsersAction) -> None:
         help="order question of the generated dataset (`rrpo toy generate --order-question`; default pair)",
     )
     p.add_argument(
+        "--description",
+        choices=("full", "colour"),
+        default=None,
+        help="description of the generated dataset (`rrpo toy generate --description`; default full)",
+    )
+    p.add_argument(
         "--vision-lr-scale",
         type=float,
         default=None,
@@ -179,10 +185,10 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         raise RRPOError(f"{out}: exists and is not empty; pass --overwrite to replace the model there")
     t0 = time.perf_counter()
     data = Path(args.data) if args.data else None
-    shaping = (args.background, args.trail, args.n_pretrain, args.order_question)
+    shaping = (args.background, args.trail, args.n_pretrain, args.order_question, args.description)
     if data is not None and any(v is not None for v in shaping):
         raise RRPOError(
-            "--background, --trail, --order-question and --n-pretrain shape the generated dataset; "
+            "--background, --trail, --order-question, --description and --n-pretrain shape the generated dataset; "
             "--data has its own"
         )
     if data is None:
@@ -197,9 +203,14 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             params["trail"] = args.trail
         if args.order_question not in (None, "pair"):  # pair is generate_dataset's default: same cache name
             params["order_question"] = args.order_question
+        if args.description not in (None, "full"):  # full is generate_dataset's default: same cache name
+            params["description"] = args.description
         name = "rrpo-toy-" + "-".join(f"{k}{v}" for k, v in sorted(params.items()))
         data = Path(args.data_cache) if args.data_cache else Path(tempfile.gettempdir()) / name
-        if not (data / "world.json").is_file():
+        from rrpo.toy.splits import FORMAT_VERSION
+
+        cached = json.loads((data / "world.json").read_text()) if (data / "world.json").is_file() else {}
+        if cached.get("version") != FORMAT_VERSION:  # absent, or written by an older rrpo (lossy videos)
             print(f"generating the toy world into {data} ({params})")
             generate_dataset(data, overwrite=True, progress=not args.no_progress, **params)
     changes = _train_changes(args, type(DEFAULT_TRAIN))

@@ -33,19 +33,22 @@ def caption(scene: Scene) -> str:
     return " ".join(parts)
 
 
-def describe(scene: Scene) -> str:
-    """Short description in time order: appearances and disappearances, with motion.
+def describe(scene: Scene, naming: str = "full") -> str:
+    """Short description in time order: appearances and disappearances, with motion. `naming` "full"
+    names an object by colour and shape, "colour" by colour alone (`WorldConfig.description`).
 
     "A red circle moves left. Then a blue square appears and moves up. Then the red circle disappears."
+    "A red object moves left. Then a blue object appears and moves up. Then the red object disappears."
     """
     events: list[tuple[int, int, str]] = []  # (frame, order, text); appearances before disappearances
     for i, o in enumerate(scene.objects):
+        name = o.name if naming == "full" else f"{o.colour} object"
         if o.start == 0 and i == 0:
-            events.append((0, 0, f"a {o.name} moves {o.direction}"))
+            events.append((0, 0, f"a {name} moves {o.direction}"))
         else:
-            events.append((o.start, 0, f"a {o.name} appears and moves {o.direction}"))
+            events.append((o.start, 0, f"a {name} appears and moves {o.direction}"))
         if o.end < scene.frames:
-            events.append((o.end, 1, f"the {o.name} disappears"))
+            events.append((o.end, 1, f"the {name} disappears"))
     events.sort(key=lambda e: (e[0], e[1]))
     sentences = [text if i == 0 else f"then {text}" for i, (_, _, text) in enumerate(events)]
     return " ".join(s[0].upper() + s[1:] + "." for s in sentences)
@@ -167,8 +170,9 @@ def existence_questions(scene: Scene, rng: np.random.Generator, cfg: WorldConfig
     return yes, no
 
 
-def describe_question(scene: Scene) -> QA:
-    return QA("describe", DESCRIBE_PROMPT, describe(scene), "open")
+def describe_question(scene: Scene, cfg: WorldConfig | None = None) -> QA:
+    naming = cfg.description if cfg is not None else "full"
+    return QA("describe", DESCRIBE_PROMPT, describe(scene, naming), "open")
 
 
 def caption_question(scene: Scene) -> QA:
@@ -185,7 +189,7 @@ def clip_questions(scene: Scene, rng: np.random.Generator, cfg: WorldConfig) -> 
     out.extend(direction_question(scene, o, cfg) for o in scene.objects)
     out.append(count_question(scene, cfg))
     out.extend(existence_questions(scene, rng, cfg))
-    out.append(describe_question(scene))
+    out.append(describe_question(scene, cfg))
     return out
 
 

@@ -68,7 +68,8 @@ from rrpo.toy.questions import (
 from rrpo.toy.world import Scene, WorldConfig, render_clip, sample_scene
 
 FORMAT = "rrpo-toy-world"
-FORMAT_VERSION = 1
+# 2: videos encoded losslessly (version 1's lossy encoder decoded a few clips differently per run).
+FORMAT_VERSION = 2
 # Distinct generator streams per split: held-out clips never reuse a training clip's seed.
 SPLIT_CODES = {"pretrain": 0, "train": 1, "test": 2, "prior_break": 3}
 SCENE_STREAM, QUESTION_STREAM = 0, 1
@@ -229,7 +230,7 @@ def heldout_benchmarks(clips: Sequence[Clip], seed: int, config: WorldConfig) ->
         ]
         for pair in pairs:
             halluc[pair.category].append(videohallucer_entry(clip, pair))
-        open_records.append(video_question(f"{clip.id}-describe-0", clip, describe_question(scene)))
+        open_records.append(video_question(f"{clip.id}-describe-0", clip, describe_question(scene, config)))
     return {"temporal": temporal, "hallucination": halluc, "open": open_records}
 
 
@@ -273,7 +274,7 @@ def _render_and_write(job: tuple[str, Scene, float]) -> None:
     from rrpo.video.io import write_video
 
     path, scene, fps = job
-    write_video(path, render_clip(scene), fps)
+    write_video(path, render_clip(scene), fps, lossless=True)  # decoded frames: a function of the seed
 
 
 def write_videos(
@@ -316,6 +317,7 @@ def generate_dataset(
     background: str = "black",
     trail: int = 0,
     order_question: str = "pair",
+    description: str = "full",
     curriculum: float = 0.25,
     fps: float = 8.0,
     config: WorldConfig | None = None,
@@ -328,7 +330,7 @@ def generate_dataset(
     contents of its world.json.
 
     `config` gives every world parameter at once; otherwise `frames`, `size`, `shape_size`,
-    `prior_strength`, `max_objects`, `background`, `trail` and `order_question` override
+    `prior_strength`, `max_objects`, `background`, `trail`, `order_question` and `description` override
     WorldConfig's defaults. `write_mp4=False` writes only the JSON files (fast; for inspecting
     questions). An existing dataset (world.json present) is replaced only with `overwrite=True`,
     which deletes its videos and benchmarks first.
@@ -343,6 +345,7 @@ def generate_dataset(
         background=background,
         trail=trail,
         order_question=order_question,
+        description=description,
     )
     cfg.validate()
     if not 0.0 <= heldout_prior_strength <= 1.0:

@@ -56,6 +56,10 @@ BACKGROUNDS: tuple[str, ...] = ("black", "gradient")
 # two options; "colour" asks "Which colour appears first?" with the palette's colours as options
 # (what the committed toy model answers: it never learned the two-option question, docs/toy.md).
 ORDER_QUESTIONS: tuple[str, ...] = ("pair", "colour")
+# The description ("Describe the video."): "full" names objects by colour and shape ("A red circle moves
+# left."), "colour" by colour alone ("A red object moves left."): the description the toy model learns to
+# write (the seventh checkpoint), and which `rrpo.toy.factcheck` checks fact by fact.
+DESCRIPTIONS: tuple[str, ...] = ("full", "colour")
 GRADIENT_MAX = 110
 # Motion trail (`WorldConfig.trail` = k): the object's positions 1 .. k frames earlier (never before it
 # appears) drawn under it at these fractions of its colour, like a camera's motion blur. A tiny vision
@@ -96,6 +100,7 @@ class WorldConfig:
     background: str = "black"  # one of BACKGROUNDS
     trail: int = 0  # earlier positions drawn dimmed behind a moving object (at most len(TRAIL_ALPHAS))
     order_question: str = "pair"  # one of ORDER_QUESTIONS
+    description: str = "full"  # one of DESCRIPTIONS
 
     def validate(self) -> None:
         """Raise RRPOError naming the parameter when the world cannot be sampled as configured."""
@@ -139,6 +144,10 @@ class WorldConfig:
         if self.order_question not in ORDER_QUESTIONS:
             raise RRPOError(
                 f"world: order_question must be one of {list(ORDER_QUESTIONS)}, got {self.order_question!r}"
+            )
+        if self.description not in DESCRIPTIONS:
+            raise RRPOError(
+                f"world: description must be one of {list(DESCRIPTIONS)}, got {self.description!r}"
             )
         if not 0 <= self.trail <= len(TRAIL_ALPHAS):
             raise RRPOError(f"world: trail must be in [0, {len(TRAIL_ALPHAS)}] frames, got {self.trail}")

@@ -381,11 +381,16 @@ def _decode_pts(path: Path, wanted: set[int], to_rgb) -> dict[int, np.ndarray]:
     return kept
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18) -> None:
+def write_video(
+    path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18, *, lossless: bool = False
+) -> None:
     """Write uint8 [T, H, W, 3] RGB frames to an H.264 mp4 (H and W must be even, T >= 1).
 
     `fps` may be fractional (29.97 is stored as 30000/1001). H.264 is lossy: `crf` 18 keeps solid
-    colours within a few levels.
+    colours within a few levels. `lossless=True` encodes the YUV 4:2:0 frames exactly (qp 0; a
+    third bigger at 64 x 64): the decoded frames are then a pure function of `frames`. The lossy
+    encoder of this libx264 is not: one clip in 15-20 decodes differently from run to run, even on
+    one thread (measured on the toy world), which made the toy demo's numbers move.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -401,7 +406,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        quality = {"qp": "0"} if lossless else {"crf": str(crf)}
+        stream.options = {**quality, "preset": "veryfast"}
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
