@@ -20,11 +20,15 @@ test: setup
 demo: setup
 	$(VENV)/bin/rrpo demo
 
-# Replays the six runs that made rrpo/toy/checkpoint (PROVENANCE.md there; the code: examples/toy_pretrain): about 4 hours on one
-# CPU core. The result lands in build/toy/stage6; copy it over rrpo/toy/checkpoint to replace the model.
+# Replays the eight runs that made rrpo/toy/checkpoint (PROVENANCE.md there; the code: examples/toy_pretrain): about 4.5 hours
+# on one CPU core. The result lands in build/toy/stage8; copy it over rrpo/toy/checkpoint to replace the model.
 TOY_MIX := --kinds order,direction,count,existence --no-decisive-loss --lr 1e-3 --warmup 50 --no-progress
 TOY_COLOUR := colours,first_colour,which_colour
 TOY_MOTION := directions,which_direction,first_direction,yesno_motion,yesno_temporal
+# Stages 7-8: the describing model (colour-only descriptions), the tower frozen.
+TOY_DESCRIBE := --kinds describe,order,direction,count,existence --no-decisive-loss --lr 1e-3 --warmup 50 --no-progress \
+	--order-question colour --description colour --aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION),colour_order_mcq \
+	--vision-lr-scale 0 --focus-kinds describe
 toy-checkpoint: setup
 	$(VENV)/bin/rrpo toy pretrain --out build/toy/stage1 --overwrite --steps 2615 --no-progress
 	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage1 --out build/toy/stage2 --overwrite $(TOY_MIX) \
@@ -43,6 +47,10 @@ toy-checkpoint: setup
 	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage5 --out build/toy/stage6 --overwrite $(TOY_MIX) \
 		--order-question colour --aux-tasks $(TOY_COLOUR),earlier_colour,$(TOY_MOTION),colour_order_mcq --vision-lr-scale 0 \
 		--focus-kinds order,colour_order_mcq,first_colour --focus-steps 150 --steps 1200
+	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage6 --out build/toy/stage7 --overwrite $(TOY_DESCRIBE) \
+		--focus-steps 150 --steps 750
+	$(VENV)/bin/rrpo toy pretrain --init build/toy/stage7 --out build/toy/stage8 --overwrite $(TOY_DESCRIBE) \
+		--focus-steps 300 --steps 1500
 
 lint: setup
 	$(VENV)/bin/ruff check rrpo tests benchmarks examples

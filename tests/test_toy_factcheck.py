@@ -76,22 +76,35 @@ def test_the_scene_used_below_renders_as_described():
     "text, wrong",
     [
         # direction
-        ("A red object moves right. Then a blue object appears and moves up. Then the red object disappears.",
-         ["red moves left"]),
+        (
+            "A red object moves right. Then a blue object appears and moves up. Then the red object disappears.",
+            ["red moves left"],
+        ),
         # the order of the two appearances
-        ("A blue object moves up. Then a red object appears and moves left. Then the red object disappears.",
-         ["red before blue"]),
+        (
+            "A blue object moves up. Then a red object appears and moves left. Then the red object disappears.",
+            ["red before blue"],
+        ),
         # a disappearance left out
         ("A red object moves left. Then a blue object appears and moves up.", ["red disappears"]),
         # a disappearance that did not happen
-        ("A red object moves left. Then a blue object appears and moves up. Then the red object disappears. "
-         "Then the blue object disappears.", ["blue stays"]),
+        (
+            "A red object moves left. Then a blue object appears and moves up. Then the red object disappears. "
+            "Then the blue object disappears.",
+            ["blue stays"],
+        ),
         # an object that is not there
-        ("A red object moves left. Then a blue object appears and moves up. Then the red object disappears. "
-         "Then a green object appears and moves down.", ["2 objects", "no green object in the clip"]),
+        (
+            "A red object moves left. Then a blue object appears and moves up. Then the red object disappears. "
+            "Then a green object appears and moves down.",
+            ["2 objects", "no green object in the clip"],
+        ),
         # one colour twice
-        ("A red object moves left. Then a blue object appears and moves up. Then a red object appears and "
-         "moves left. Then the red object disappears.", ["2 objects", "red appears twice"]),
+        (
+            "A red object moves left. Then a blue object appears and moves up. Then a red object appears and "
+            "moves left. Then the red object disappears.",
+            ["2 objects", "red appears twice"],
+        ),
     ],
 )
 def test_one_wrong_fact_is_found(text, wrong):
@@ -114,7 +127,9 @@ def test_malformed_replies_are_trimmed_to_their_well_formed_sentences_or_rejecte
     parsed = parse_description(cut)
     assert parsed.kept == RIGHT and parsed.dropped == "Then the blue obj"
     verdict = description_verdict(cut, SCENE)
-    assert verdict.correct is True and verdict.extracted == RIGHT and "trimmed 17 characters" in verdict.reason
+    assert (
+        verdict.correct is True and verdict.extracted == RIGHT and "trimmed 17 characters" in verdict.reason
+    )
     garbled = "A red object moves left. Then blue blue up. Then a blue object appears and moves up."
     parsed = parse_description(garbled)
     assert parsed.kept == "A red object moves left." and parsed.dropped.startswith("Then blue blue up.")
@@ -135,3 +150,51 @@ def test_full_names_are_read_too_and_the_judge_finds_the_clip():
     assert judge(Q(), RIGHT).correct is True
     Q.metadata = {"clip": "elsewhere"}
     assert judge(Q(), RIGHT).correct is None
+
+
+def test_description_pairs_from_the_pipeline(tmp_path):
+    """generate_pairs with the fact-checker as the open-answer judge: a wrong description becomes the
+    rejected response (trimmed to its well-formed sentences), spans from the word differ; a right
+    one is 'correct'; a malformed one is rejected with its reason."""
+    from rrpo.data.record import load_questions
+    from rrpo.selfalign.pipeline import GenerateConfig, generate_pairs
+    from rrpo.toy.questions import describe
+    from rrpo.toy.splits import generate_dataset, load_scenes
+
+    world = tmp_path / "w"
+    generate_dataset(
+        world, n_pretrain=0, n_train=3, n_test=0, n_prior_break=0, description="colour", progress=False
+    )
+    scenes = load_scenes(world)
+    pool = [q for q in load_questions(world / "train.jsonl") if q.answer_type == "open"]
+    truth = {q.id: describe(scenes[q.metadata["clip"]], "colour") for q in pool}
+    assert [q.answer for q in pool] == [truth[q.id] for q in pool]
+    first = scenes[pool[0].metadata["clip"]].objects[0]
+    wrong_dir = next(d for d in ("left", "right", "up", "down") if d != first.direction)
+    wrong = truth[pool[0].id].replace(f"moves {first.direction}", f"moves {wrong_dir}", 1)
+    replies = {pool[0].id: wrong + " Then the", pool[1].id: truth[pool[1].id], pool[2].id: "(B) up"}
+    prompts = {q.question: q.id for q in pool}
+    assert len(prompts) == 1  # one prompt: answer by position in the batch instead
+
+    def generator(items):
+        order = [q.id for q in pool for _ in range(2)]
+        return [replies[i] for i in order[: len(items)]]
+
+    cfg = GenerateConfig(frames=16, num_perturbations=2, batch_size=6, judge="rule", max_new_tokens=48)
+    out = tmp_path / "pairs.jsonl"
+    summary = generate_pairs(
+        pool, world, out, generator, cfg, progress=False, open_judge=fact_check_judge(scenes)
+    )
+    assert summary["pairs_made"] == 1 and summary["correct_on_every_perturbation"] == 1
+    assert summary["rejects_by_reason"] == {"unjudged": 1}
+    import json
+
+    pair = json.loads(out.read_text())
+    assert pair["chosen"] == truth[pool[0].id] and pair["rejected"] == wrong  # trimmed: " Then the" dropped
+    spans = [
+        (pair["chosen"][a:b], pair["rejected"][c:d])
+        for (a, b), (c, d) in zip(pair["chosen_spans"], pair["rejected_spans"])
+    ]
+    assert spans == [(first.direction, wrong_dir)]
+    reject = json.loads((tmp_path / "pairs.rejects.jsonl").read_text())
+    assert reject["id"] == pool[2].id and "malformed description" in reject["reason"]

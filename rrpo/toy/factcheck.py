@@ -143,7 +143,11 @@ def check_description(text: str, scene: Scene) -> FactCheck:
         said = c in appearances and (c in disappears) == leaves
         facts.append((f"{c} {'disappears' if leaves else 'stays'}", said))
     for a, b in zip(scene.objects, scene.objects[1:]):
-        ok = a.colour in appearances and b.colour in appearances and appearances[a.colour] < appearances[b.colour]
+        ok = (
+            a.colour in appearances
+            and b.colour in appearances
+            and appearances[a.colour] < appearances[b.colour]
+        )
         facts.append((f"{a.colour} before {b.colour}", ok))
     mentioned = sum(1 for m in parsed.mentions if m.event == "appear")
     facts.append((f"{len(scene.objects)} objects", mentioned == len(scene.objects)))

@@ -69,6 +69,7 @@ class ClipCache:
         self._clips: dict[str, Any] = {}
         self._video: dict[str, dict[str, torch.Tensor]] = {}
         self._prefix: dict[tuple[str, tuple], tuple[list[int], list[int]]] = {}
+        self._features: dict[str, torch.Tensor] = {}
         self.decoded = 0  # clips decoded (each once)
 
     def video(self, video: str) -> dict[str, torch.Tensor]:
@@ -79,6 +80,21 @@ class ClipCache:
             out = self.vlm.video_inputs([self.vlm.prompt_text("")], [clip])
             self._video[video] = {k: out[k] for k in self.vlm.mm_keys() if k in out}
         return self._video[video]
+
+    @torch.no_grad()
+    def features(self, video: str) -> torch.Tensor:
+        """The base vision tower's output for the clip's video tokens [n, hidden] (computed once; every
+        model whose adapter leaves the vision tower alone shares it)."""
+        if video not in self._features:
+            mm = self.video(video)
+            dev = self.vlm.device
+            out = self.vlm.inner.get_video_features(
+                mm["pixel_values_videos"].to(dev, self.vlm.dtype),
+                mm["video_grid_thw"].to(dev),
+                return_dict=True,
+            )
+            self._features[video] = out.pooler_output[0]
+        return self._features[video]
 
     def prefix(self, video: str, prompt: str) -> tuple[list[int], list[int]]:
         """(input ids, mm token types) of the templated user turn with the video and the generation prompt."""
@@ -108,18 +124,6 @@ class ToyScorer:
         # features, computed once per clip. An adapter inside the vision tower would not.
         outside = [n for n, _ in vlm.hf_model.named_modules() if "lora_" in n and not is_language_param(n)]
         self.reuse_features = not outside
-        self._features: dict[str, torch.Tensor] = {}
-
-    def features(self, video: str) -> torch.Tensor:
-        """The vision tower's output for the clip's video tokens [n, hidden] (computed once)."""
-        if video not in self._features:
-            mm = self.cache.video(video)
-            dev = self.vlm.device
-            out = self.vlm.inner.get_video_features(
-                mm["pixel_values_videos"].to(dev, self.vlm.dtype), mm["video_grid_thw"].to(dev), return_dict=True
-            )
-            self._features[video] = out.pooler_output[0]
-        return self._features[video]
 
     def _batch(self, queries: Sequence[Query], *, with_answer: bool, left_pad: bool = False):
         rows, types, starts = [], [], []
@@ -153,17 +157,25 @@ class ToyScorer:
         """The response's tokens and the end of turn (what generation writes and stops at)."""
         return self.tok(answer + self.vlm.turn_end, add_special_tokens=False)["input_ids"]
 
-    def _logits(self, inputs: dict[str, torch.Tensor], queries: Sequence[Query]) -> torch.Tensor:
-        """Logits [B, L, V]; the video tokens' embeddings from the feature cache when it may be used
-        (transformers' `mm_encoder_outputs`: the model then skips its vision tower)."""
+    def _logits(
+        self, inputs: dict[str, torch.Tensor], queries: Sequence[Query], positions: list[int] | None = None
+    ) -> torch.Tensor:
+        """Logits [B, L, V], or [B, V] at one position per row; the video tokens' embeddings from the
+        feature cache when it may be used (transformers' `mm_encoder_outputs`: the model then skips its
+        vision tower)."""
         if not self.reuse_features or "video_grid_thw" not in inputs:
-            return self.vlm.model(**inputs, use_cache=False).logits
+            logits = self.vlm.model(**inputs, use_cache=False).logits
+            return logits if positions is None else logits[torch.arange(len(positions)), positions]
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        video = BaseModelOutputWithPooling(pooler_output=tuple(self.features(q.video) for q in queries))
+        video = BaseModelOutputWithPooling(pooler_output=tuple(self.cache.features(q.video) for q in queries))
         kwargs = {k: v for k, v in inputs.items() if not k.startswith("pixel_values")}
-        hidden = self.vlm.inner(**kwargs, mm_encoder_outputs={"video": video}, use_cache=False)
-        return self.vlm.lm_head(hidden.last_hidden_state)
+        hidden = self.vlm.inner(
+            **kwargs, mm_encoder_outputs={"video": video}, use_cache=False
+        ).last_hidden_state
+        if positions is not None:  # the head on the deciding positions only
+            hidden = hidden[torch.arange(len(positions)), positions]
+        return self.vlm.lm_head(hidden)
 
     @torch.no_grad()
     def decide(self, queries: Sequence[Query]) -> dict[str, str]:
@@ -174,10 +186,11 @@ class ToyScorer:
         for i in range(0, len(queries), self.batch_size):
             chunk = queries[i : i + self.batch_size]
             inputs, starts = self._batch(chunk, with_answer=True)
-            logits = self._logits(inputs, chunk)
+            # logits at t predict token t + 1: the position before each deciding token.
+            before = [s + (lead if q.kind == "mcq" else 0) - 1 for s, q in zip(starts, chunk)]
+            logits = self._logits(inputs, chunk, before)
             for j, q in enumerate(chunk):
-                pos = starts[j] + (lead if q.kind == "mcq" else 0)
-                token = self.tok.decode([int(logits[j, pos - 1].argmax())]).strip()
+                token = self.tok.decode([int(logits[j].argmax())]).strip()
                 out[q.id] = f"({token})" if q.kind == "mcq" else token
         return out
 
