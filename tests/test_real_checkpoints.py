@@ -549,3 +549,38 @@ def test_packed_pass_equals_plain_passes_on_the_real_files(family, vlms, minute_
         plain = pair_forward(vlm, vlm.model, batch, reference=False, packed=False)
     for name in ("policy_chosen_logps", "policy_rejected_logps"):
         assert (getattr(packed, name) - getattr(plain, name)).abs().max() < 1e-4, (family, name)
+
+
+@pytest.mark.parametrize("family", REAL_FAMILIES)
+def test_reused_video_tensors_equal_one_processor_call(family, vlms):
+    """Questions on one clip in a row (rrpo eval's order) reuse its video tensors: the inputs equal one
+    plain processor call on the whole batch, and each distinct clip is processed once."""
+    vlm = vlms[family]
+    a = Clip.uniform(np.random.default_rng(1).integers(0, 256, (16, 90, 160, 3), dtype=np.uint8), 2.0)
+    b = Clip.uniform(np.random.default_rng(2).integers(0, 256, (16, 90, 160, 3), dtype=np.uint8), 4.0)
+    texts = [vlm.prompt_text(p) for p in ("What happens?", "Is there a dog? Answer yes or no.", "Count.")]
+    clips = [a, a, b]
+    reference = vlm.processor(
+        text=texts,
+        videos=[c.frames for c in clips],
+        return_tensors="pt",
+        padding=True,
+        **vlm.processor_video_kwargs(clips),
+    )
+    vlm._video_reuser = None  # a fresh memo
+    first = vlm.video_inputs(texts, clips, padding=True)
+    assert vlm._video_reuser.computed == 2
+    again = vlm.video_inputs(texts[:1], [a], padding=True)  # the next batch, same clip: nothing recomputed
+    assert vlm._video_reuser.computed == 2
+    assert set(first) == set(reference)
+    for key, value in reference.items():
+        assert torch.equal(first[key], value) if torch.is_tensor(value) else first[key] == value, key
+    alone = vlm.processor(
+        text=texts[:1],
+        videos=[a.frames],
+        return_tensors="pt",
+        padding=True,
+        **vlm.processor_video_kwargs([a]),
+    )
+    for key, value in alone.items():
+        assert torch.equal(again[key], value) if torch.is_tensor(value) else again[key] == value, key

@@ -218,14 +218,22 @@ class VideoLMAdapter:
         return {}
 
     def video_inputs(self, texts: list[str], clips: list[Clip], **kwargs: Any) -> dict[str, Any]:
-        """The processor's outputs for prompt texts and their clips (one video per text)."""
-        return self.processor(
-            text=texts,
-            videos=[c.frames for c in clips],
-            return_tensors="pt",
-            **self.processor_video_kwargs(clips),
-            **kwargs,
-        )
+        """The processor's outputs for prompt texts and their clips (one video per text). The video
+        tensors of the last clips seen are reused (`rrpo.models.video_reuse`): questions asked about one
+        clip in a row pay for its video processing once."""
+        from rrpo.models.video_reuse import ReusingVideoProcessor, reusing_video_tensors
+
+        if getattr(self, "_video_reuser", None) is None and hasattr(self.processor, "video_processor"):
+            # Two clips: a 7B model's 64-frame clip is hundreds of MB of pixels.
+            self._video_reuser = ReusingVideoProcessor(self.processor.video_processor, keep=2)
+        with reusing_video_tensors(self.processor, getattr(self, "_video_reuser", None)):
+            return self.processor(
+                text=texts,
+                videos=[c.frames for c in clips],
+                return_tensors="pt",
+                **self.processor_video_kwargs(clips),
+                **kwargs,
+            )
 
     def mm_keys(self) -> tuple[str, ...]:
         """Processor outputs that belong to the video (kept in `EncodedPair.mm`)."""
