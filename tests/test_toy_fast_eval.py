@@ -103,3 +103,34 @@ def test_token_kl_equals_the_deviation_command(world, tmp_path):
         assert fast[q.id]["sum_kl"] == pytest.approx(slow[q.id]["sum_kl"], rel=2e-3)
     assert mean_token_kl(fast) == pytest.approx(dev["mean_token_kl"], rel=2e-3)
     assert mean_token_kl(fast) > 1e-4  # the adapter really moved the model
+
+
+def test_the_demo_evaluation_official_and_fast_agree(world, tmp_path):
+    """`rrpo demo --official` (generation through rrpo eval, KL through rrpo deviation) and the fast
+    path write the same kinds of items, and agree on them."""
+    from peft import LoraConfig, get_peft_model
+
+    from rrpo.models.base import LORA_TARGET_REGEX
+    from rrpo.toy.demo_jobs import evaluate
+
+    vlm = load_model(CHECKPOINT_DIR)
+    torch.manual_seed(2)
+    peft = get_peft_model(vlm.model, LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET_REGEX))
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.02)
+    peft.save_pretrained(tmp_path / "adapter")
+    runs = {}
+    for official in (False, True):
+        out = tmp_path / ("official" if official else "fast")
+        metrics = evaluate(str(CHECKPOINT_DIR), str(tmp_path / "adapter"), str(world), str(out), official=official)
+        rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+        runs[official] = (metrics, {(r["set"], r["id"]): r for r in rows})
+    (fast_m, fast), (slow_m, slow) = runs[False], runs[True]
+    assert fast.keys() == slow.keys()
+    assert {s for s, _ in fast} == {"temporal", "hallucination", "prior_break", "describe", "kl_describe", "kl_answers"}
+    for name, key in (("temporal", "accuracy"), ("hallucination", "overall")):
+        assert abs(fast_m[name][key] - slow_m[name][key]) <= 1.0 + 1e-9
+    assert fast_m["describe"] == slow_m["describe"]  # the same greedy descriptions
+    for name in ("kl_describe", "kl_answers"):
+        assert fast_m[name]["mean_token_kl"] == pytest.approx(slow_m[name]["mean_token_kl"], rel=2e-3)
