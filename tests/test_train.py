@@ -263,3 +263,19 @@ def test_two_process_data_parallel(world, tmp_path) -> None:
 
     vlm = load_model(world["model"], adapter_dir=out, num_frames=4)
     assert any("lora_" in n for n, _ in vlm.model.named_parameters())
+
+
+def test_a_run_does_not_depend_on_what_ran_before_in_the_process(world, tmp_path) -> None:
+    """The adapter's initialisation is seeded by the run's seed, not left to the global RNG state."""
+    import hashlib
+
+    import torch
+
+    hashes = []
+    for i, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)
+        torch.rand(noise * 7)  # other work in the process moves the global RNG
+        out = tmp_path / f"run{i}"
+        train(_cfg(world, out, max_steps=1))
+        hashes.append(hashlib.sha256((out / "adapter_model.safetensors").read_bytes()).hexdigest())
+    assert hashes[0] == hashes[1]

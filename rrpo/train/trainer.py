@@ -293,6 +293,7 @@ def _train(
     main: bool,
 ) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
 
     from rrpo.models import collate_pairs, load_model
 
@@ -325,6 +326,10 @@ def _train(
         target_modules=vlm.lora_target_modules,
         bias="none",
     )
+    # LoRA's A matrices are drawn from the global RNG and the Trainer seeds only later: without this the
+    # adapter's start depended on whatever ran before in the process (the toy demo's worker processes
+    # run several trainings each, in an order set by timing, which made runs irreproducible).
+    set_seed(cfg.seed)
     peft_model = get_peft_model(vlm.model, lora)
     vlm.model = peft_model
     model = PairForward(peft_model, vlm, cfg.chunk_size)
