@@ -50,9 +50,11 @@ class ReusingVideoProcessor:
     def __call__(self, videos: Sequence[Any], **kwargs: Any) -> Any:
         videos = list(videos)
         keys = [self._key(v, i, kwargs) for i, v in enumerate(videos)]
-        missing = [i for i, k in enumerate(keys) if k not in self._memo]
-        missing = [i for n, i in enumerate(missing) if keys[i] not in (keys[j] for j in missing[:n])]
-        for i in missing:  # one call per new video: its outputs are then exactly its own
+        missing: dict[tuple, int] = {}  # each new video's first place in the batch
+        for i, k in enumerate(keys):
+            if k not in self._memo:
+                missing.setdefault(k, i)
+        for i in missing.values():  # one call per new video: its outputs are then exactly its own
             own = {
                 k: ([v[i]] if k in PER_VIDEO_KWARGS and isinstance(v, list) else v) for k, v in kwargs.items()
             }

@@ -58,7 +58,7 @@ def make_pairs(
     questions = [
         q
         for q in load_questions(world / "train.jsonl")
-        if clips is None or int(q.metadata["clip"][6:]) < clips
+        if clips is None or int(q.metadata["clip"].rsplit("_", 1)[1]) < clips
     ]
     if kind == "describe":
         pool = [q for q in questions if q.answer_type == "open"]
@@ -119,6 +119,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score one model (the base, or base + `adapter`) on the held-out sets; writes
     `out_dir/items.jsonl`, `out_dir/descriptions.jsonl` and `out_dir/metrics.json`, returns the metrics."""
+    from rrpo.data.record import load_questions
     from rrpo.eval.benchmarks import BENCHMARKS
     from rrpo.models import load_model
     from rrpo.toy.factcheck import check_description
@@ -133,9 +134,10 @@ def evaluate(
     scorer = ToyScorer(vlm, _shared_cache(vlm, checkpoint, world))
     rows: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
+    loaded: dict[str, list[Any]] = {}
     for name, (loader, sub) in SHORT_BENCHMARKS.items():
         bench = BENCHMARKS[loader]
-        items = bench.load(world / "benchmarks" / sub)
+        items = loaded[name] = bench.load(world / "benchmarks" / sub)
         if official:
             scored = _official_eval(checkpoint, vlm, loader, world, sub, out / "official" / name)
         else:
@@ -178,21 +180,19 @@ def evaluate(
             ]
     # Descriptions: generated (the same greedy call either way), fact-checked against the scene.
     scenes = load_scenes(world)
-    open_records = [
-        json.loads(line) for line in (world / "benchmarks/open/open.jsonl").open(encoding="utf-8")
-    ]
-    queries = [Query(r["id"], r["video"], r["question"], r["answer"]) for r in open_records]
+    open_questions = load_questions(world / "benchmarks/open/open.jsonl")
+    queries = [Query(q.id, q.video, q.question, q.answer) for q in open_questions]
     replies = scorer.generate(queries, max_new_tokens=48)
     with (out / "descriptions.jsonl").open("w", encoding="utf-8") as f:
-        for r in open_records:
-            check = check_description(replies[r["id"]], scenes[r["metadata"]["clip"]])
-            f.write(json.dumps({"id": r["id"], "reply": replies[r["id"]], "wrong": check.wrong}) + "\n")
+        for q in open_questions:
+            check = check_description(replies[q.id], scenes[q.metadata["clip"]])
+            f.write(json.dumps({"id": q.id, "reply": replies[q.id], "wrong": check.wrong}) + "\n")
             rows.append(
                 {
                     "set": "describe",
                     "task": "facts",
-                    "id": r["id"],
-                    "clip": r["metadata"]["clip"],
+                    "id": q.id,
+                    "clip": q.metadata["clip"],
                     "score": float(check.correct),
                     "n": len(check.facts),
                 }
@@ -205,7 +205,8 @@ def evaluate(
     if adapter is None:  # the base's KL from itself
         metrics["kl_describe"] = metrics["kl_answers"] = {"mean_token_kl": 0.0}
     else:
-        rows += _kl_rows(scorer, queries, world, official, checkpoint, adapter, out, kl_limit)
+        answers = item_queries(loaded["temporal"])
+        rows += _kl_rows(scorer, queries, answers, world, official, checkpoint, adapter, out, kl_limit)
         for name in ("kl_describe", "kl_answers"):
             kl = [r for r in rows if r["set"] == name]
             metrics[name] = {"mean_token_kl": sum(r["score"] for r in kl) / max(1, sum(r["n"] for r in kl))}
@@ -217,13 +218,11 @@ def evaluate(
     return metrics
 
 
-def _kl_rows(scorer, describe_queries, world, official, checkpoint, adapter, out, limit) -> list[dict]:  # noqa: ANN001
+def _kl_rows(
+    scorer, describe_queries, answers, world, official, checkpoint, adapter, out, limit
+) -> list[dict]:  # noqa: ANN001
     """Per-response KL(base || aligned) sums and token counts on the held-out ground-truth
     descriptions ("kl_describe") and the temporal benchmark's reference answers ("kl_answers")."""
-    from rrpo.eval.benchmarks import BENCHMARKS
-    from rrpo.toy.fast_eval import item_queries
-
-    answers = item_queries(BENCHMARKS["mvbench"].load(world / "benchmarks" / "temporal"))
     sets = {"kl_describe": describe_queries[:limit], "kl_answers": answers[:limit]}
     rows = []
     for name, queries in sets.items():
