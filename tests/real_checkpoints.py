@@ -10,18 +10,45 @@ from pathlib import Path
 
 REAL_FAMILIES = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "llava-onevision", "llava-next-video")
 
-_TEXT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "intermediate_size": 128, "head_dim": 16}
+_TEXT = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "head_dim": 16,
+}
 _VISION = {
     "qwen2-vl": {"embed_dim": 32, "depth": 1, "num_heads": 2, "hidden_size": 64},
-    "qwen2.5-vl": {"hidden_size": 32, "depth": 1, "num_heads": 2, "intermediate_size": 64,
-                   "out_hidden_size": 64, "fullatt_block_indexes": [0]},
-    "qwen3-vl": {"hidden_size": 32, "depth": 1, "num_heads": 2, "intermediate_size": 64,
-                 "out_hidden_size": 64, "deepstack_visual_indexes": [0]},
-    "llava-onevision": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                        "intermediate_size": 64},
-    "llava-next-video": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                         "intermediate_size": 64, "projection_dim": 32},
+    "qwen2.5-vl": {
+        "hidden_size": 32,
+        "depth": 1,
+        "num_heads": 2,
+        "intermediate_size": 64,
+        "out_hidden_size": 64,
+        "fullatt_block_indexes": [0],
+    },
+    "qwen3-vl": {
+        "hidden_size": 32,
+        "depth": 1,
+        "num_heads": 2,
+        "intermediate_size": 64,
+        "out_hidden_size": 64,
+        "deepstack_visual_indexes": [0],
+    },
+    "llava-onevision": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "llava-next-video": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "projection_dim": 32,
+    },
 }
 
 

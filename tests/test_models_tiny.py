@@ -31,7 +31,9 @@ def _frames(vlm, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (NUM_FRAMES, h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("family", [f for f, cls in FAMILIES.items() if not cls.ported])  # ports: test_longvu.py
+@pytest.mark.parametrize(
+    "family", [f for f, cls in FAMILIES.items() if not cls.ported]
+)  # ports: test_longvu.py
 def test_tiny_model_reloads_offline(family, tiny_dirs):
     import transformers
     from transformers import AutoConfig, AutoProcessor, AutoTokenizer

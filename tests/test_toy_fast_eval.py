@@ -123,12 +123,21 @@ def test_the_demo_evaluation_official_and_fast_agree(world, tmp_path):
     runs = {}
     for official in (False, True):
         out = tmp_path / ("official" if official else "fast")
-        metrics = evaluate(str(CHECKPOINT_DIR), str(tmp_path / "adapter"), str(world), str(out), official=official)
+        metrics = evaluate(
+            str(CHECKPOINT_DIR), str(tmp_path / "adapter"), str(world), str(out), official=official
+        )
         rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
         runs[official] = (metrics, {(r["set"], r["id"]): r for r in rows})
     (fast_m, fast), (slow_m, slow) = runs[False], runs[True]
     assert fast.keys() == slow.keys()
-    assert {s for s, _ in fast} == {"temporal", "hallucination", "prior_break", "describe", "kl_describe", "kl_answers"}
+    assert {s for s, _ in fast} == {
+        "temporal",
+        "hallucination",
+        "prior_break",
+        "describe",
+        "kl_describe",
+        "kl_answers",
+    }
     for name, key in (("temporal", "accuracy"), ("hallucination", "overall")):
         assert abs(fast_m[name][key] - slow_m[name][key]) <= 1.0 + 1e-9
     assert fast_m["describe"] == slow_m["describe"]  # the same greedy descriptions

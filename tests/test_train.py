@@ -17,6 +17,7 @@ import torch
 from rrpo.cli import main
 from rrpo.data.record import PreferencePair, write_pairs
 from rrpo.errors import RRPOError
+from rrpo.train import rundir
 from rrpo.train.config import TrainConfig
 from rrpo.train.trainer import train
 from rrpo.video import write_video
@@ -263,6 +264,17 @@ def test_two_process_data_parallel(world, tmp_path) -> None:
 
     vlm = load_model(world["model"], adapter_dir=out, num_frames=4)
     assert any("lora_" in n for n, _ in vlm.model.named_parameters())
+
+    # Rank 0 decides about the directory for every rank: a second launch into the finished run is refused
+    # on all ranks, and leaves the earlier run's files as they were; --resume says it already finished.
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != rundir.LOCK_FILE}
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "holds an earlier run" in again.stderr, again.stderr[-3000:]
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != rundir.LOCK_FILE}
+    assert after == before
+    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "already finished" in resumed.stdout
 
 
 def test_a_run_does_not_depend_on_what_ran_before_in_the_process(world, tmp_path) -> None:

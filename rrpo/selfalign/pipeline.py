@@ -354,7 +354,17 @@ def _generate_isolated(
 
 
 def _finish_record(
-    q, answers, cfg, llm, pairs_out, correct_out, reject, summary, run_tag, span_tokenizer=None, open_judge=None
+    q,
+    answers,
+    cfg,
+    llm,
+    pairs_out,
+    correct_out,
+    reject,
+    summary,
+    run_tag,
+    span_tokenizer=None,
+    open_judge=None,
 ) -> None:  # noqa: ANN001
     """Judge one record's answers and write exactly one outcome line (or none, when the LLM endpoint
     failed, so that a rerun retries it)."""

@@ -251,27 +251,22 @@ def train(cfg: RRPOConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     main = rundir.is_main_process()
     with rundir.RunDirLock(output_dir) if main else contextlib.nullcontext():
-        resume_from = None
-        if cfg.resume:
-            done = rundir.read_summary(output_dir)
-            if done is not None and done.get("status", "finished") == "finished":
+        # Rank 0 alone inspects, clears and claims the directory, then tells the other ranks: each rank
+        # checking for itself raced with rank 0's run.json ("holds an earlier run" on rank 1 of a fresh
+        # --out), and a rank must not append skips to an earlier run's files that rank 0 refused.
+        error, done, resume_from = _claim_output_dir(cfg, output_dir) if main else (None, None, None)
+        if cfg.world_size > 1:
+            shared = [(error, done, resume_from)]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            error, done, resume_from = shared[0]
+        if error is not None:
+            raise RRPOError(error)
+        if done is not None:
+            if main:
                 print(
                     f"{output_dir}: this run already finished (step {done.get('global_step')}); nothing to resume"
                 )
-                return {**done, "already_finished": True}
-            resume_from = rundir.last_complete_checkpoint(output_dir)
-            if resume_from is None:
-                raise RRPOError(f"--resume: no complete checkpoint-* directory in {output_dir}")
-            resume_from = str(resume_from)
-        elif rundir.holds_a_run(output_dir):
-            if not cfg.overwrite:
-                raise RRPOError(
-                    f"{output_dir} holds an earlier run; pass --resume to continue it or --overwrite to start clean"
-                )
-            if main:
-                rundir.clear_run(output_dir)
-        if main:  # a resumed run must be the same run: refused, naming what differs, otherwise
-            claim_output(output_dir / "run.json", rundir.train_fingerprint(cfg), what=f"--out {output_dir}")
+            return {**done, "already_finished": True}
         ledger = SkipLedger(path=output_dir / rundir.SKIPS_FILE)
         try:
             return _train(cfg, output_dir, video_root, resume_from, ledger, main)
@@ -282,6 +277,34 @@ def train(cfg: RRPOConfig) -> dict[str, Any]:
                     output_dir, {"status": "failed", "error": reason[:2000], **ledger.summary()}
                 )
             raise
+
+
+def _claim_output_dir(
+    cfg: RRPOConfig, output_dir: Path
+) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    """On rank 0: (error, the finished run's summary for a --resume of a finished run, the checkpoint to
+    resume from). Clears an earlier run on --overwrite and writes run.json for this one."""
+    resume_from = None
+    try:
+        if cfg.resume:
+            done = rundir.read_summary(output_dir)
+            if done is not None and done.get("status", "finished") == "finished":
+                return None, done, None
+            checkpoint = rundir.last_complete_checkpoint(output_dir)
+            if checkpoint is None:
+                raise RRPOError(f"--resume: no complete checkpoint-* directory in {output_dir}")
+            resume_from = str(checkpoint)
+        elif rundir.holds_a_run(output_dir):
+            if not cfg.overwrite:
+                raise RRPOError(
+                    f"{output_dir} holds an earlier run; pass --resume to continue it or --overwrite to start clean"
+                )
+            rundir.clear_run(output_dir)
+        # a resumed run must be the same run: refused, naming what differs, otherwise
+        claim_output(output_dir / "run.json", rundir.train_fingerprint(cfg), what=f"--out {output_dir}")
+    except RRPOError as err:
+        return str(err), None, None
+    return None, None, resume_from
 
 
 def _train(
