@@ -8,76 +8,28 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-REAL_FAMILIES = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "llava-onevision", "llava-next-video")
+from rrpo.models.registry import FAMILY_NAMES
 
-_TEXT = {
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "intermediate_size": 128,
-    "head_dim": 16,
-}
-_VISION = {
-    "qwen2-vl": {"embed_dim": 32, "depth": 1, "num_heads": 2, "hidden_size": 64},
-    "qwen2.5-vl": {
-        "hidden_size": 32,
-        "depth": 1,
-        "num_heads": 2,
-        "intermediate_size": 64,
-        "out_hidden_size": 64,
-        "fullatt_block_indexes": [0],
-    },
-    "qwen3-vl": {
-        "hidden_size": 32,
-        "depth": 1,
-        "num_heads": 2,
-        "intermediate_size": 64,
-        "out_hidden_size": 64,
-        "deepstack_visual_indexes": [0],
-    },
-    "llava-onevision": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "llava-next-video": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "projection_dim": 32,
-    },
-}
+# fixture folder (../shared/fixtures/real_checkpoints/<folder>) -> the family it stands for, from each
+# family's `real_checkpoints`; most folders are named after their family.
+REAL_CHECKPOINTS: dict[str, str] = {}
 
 
-def shrink_checkpoint(src: Path, family: str, out: Path, *, seed: int = 0) -> Path:
+def _real_checkpoints() -> dict[str, str]:
+    from rrpo.models.registry import family_class
+
+    return {folder: name for name in FAMILY_NAMES for folder in family_class(name).real_checkpoints}
+
+
+REAL_CHECKPOINTS.update(_real_checkpoints())
+REAL_FAMILIES = tuple(REAL_CHECKPOINTS)  # the folders; named as their family where there is one folder
+
+
+def shrink_checkpoint(src: Path, folder: str, out: Path, *, seed: int = 0) -> Path:
     """Write a shrunk random-weight model of `src`'s real class to `out` (no rrpo_family.json)."""
-    import torch
-    import transformers
-    from transformers import AutoConfig, AutoProcessor
+    from rrpo.models.tiny import shrink_checkpoint as shrink
 
-    from rrpo.models import FAMILIES
-
-    cfg = AutoConfig.from_pretrained(src)
-    text, vision = cfg.text_config, cfg.vision_config
-    for k, v in _TEXT.items():
-        setattr(text, k, v)
-    if getattr(text, "layer_types", None):
-        text.layer_types = text.layer_types[: _TEXT["num_hidden_layers"]]
-    rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None)
-    if isinstance(rope, dict) and "mrope_section" in rope:
-        rope["mrope_section"] = [2, 3, 3]  # sums to head_dim / 2
-    for k, v in _VISION[family].items():
-        setattr(vision, k, v)
-    torch.manual_seed(seed)
-    model = getattr(transformers, FAMILIES[family].model_class)(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    AutoProcessor.from_pretrained(src).save_pretrained(out)
-    shutil.copy(src / "generation_config.json", out / "generation_config.json")
-    return out
+    return shrink(src, out, family=REAL_CHECKPOINTS[folder], seed=seed)
 
 
 def hub_cache_layout(model_dir: Path, cache: Path, repo_id: str, commit: str = "0" * 40) -> Path:

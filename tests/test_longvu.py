@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rrpo.models.longvu_loading import load_longvu, longvu_config
+from rrpo.models.families.longvu.loading import load_longvu, longvu_config
 
 TOL = 1e-4
 
@@ -115,7 +115,7 @@ def test_training_forward_equals_the_official_one(golden, model):
 
 
 def test_preprocessing_of_the_raw_frames_gives_the_official_pixels(golden):
-    from rrpo.models.longvu_vision import load_tower_processors, longvu_pixels
+    from rrpo.models.families.longvu.vision import load_tower_processors, longvu_pixels
 
     inputs, _, _ = _case(golden)
     siglip, dino = load_tower_processors(
@@ -151,7 +151,7 @@ def test_every_real_checkpoint_key_maps_onto_the_port(golden, tmp_path):
     transformers' from_pretrained) without a missing or unexpected key."""
     from safetensors import safe_open
 
-    from rrpo.models.longvu import LongVUForCausalLM
+    from rrpo.models.families.longvu.modeling import LongVUForCausalLM
 
     real = _real_keys(golden)
     real_config = golden / "real_config"
@@ -185,8 +185,8 @@ def test_the_family_prompt_and_generation_equal_the_official_ones(golden):
     """Through `load_model` and the adapter: the ChatML prompt gives the official input ids (the video
     as one -200), and generating from the raw frames gives the official greedy tokens."""
     from rrpo.models import load_model
-    from rrpo.models.longvu import IMAGE_TOKEN_INDEX
-    from rrpo.models.longvu_adapter import tokenize_with_video
+    from rrpo.models.families.longvu.adapter import tokenize_with_video
+    from rrpo.models.families.longvu.modeling import IMAGE_TOKEN_INDEX
 
     inputs, expected, meta = _case(golden)
     vlm = load_model(golden / "weights" / "model", vision_towers=golden / "weights", num_frames=8)

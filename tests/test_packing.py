@@ -350,8 +350,8 @@ def test_packed_positions_are_computed_in_the_forward_and_equal_per_pair_ones(se
 def test_the_reference_pass_reuses_the_video_features_while_lora_trains(setup):
     """With LoRA on the language model only (trainable), nothing outside the adapter's `language_model` /
     `lm_head` trains: the reference pass reuses the policy's video features (for the ports too)."""
-    from rrpo.models.packing import _vision_is_frozen
+    from rrpo.models.packing import vision_is_frozen
 
     family, _, vlm, _ = setup
     assert any(p.requires_grad for p in vlm.model.parameters())
-    assert _vision_is_frozen(vlm), family
+    assert vision_is_frozen(vlm), family

@@ -26,7 +26,7 @@ def model(golden: Path):
     from safetensors.torch import load_file
     from transformers import InstructBlipQFormerConfig, MistralConfig
 
-    from rrpo.models.videochat2 import VideoChat2, qformer_key
+    from rrpo.models.families.videochat2.modeling import VideoChat2, qformer_key
 
     cfg = json.loads((golden / "config_mistral.json").read_text())["model"]
     merged = load_file(golden / "merged_state_dict.safetensors")
@@ -62,7 +62,7 @@ def _case(golden: Path) -> tuple[dict, dict]:
 
 
 def test_position_table_is_the_official_4_frame_table_interpolated_to_8(golden):
-    from rrpo.models.videochat2 import sinusoid_table
+    from rrpo.models.families.videochat2.modeling import sinusoid_table
 
     inputs, _ = _case(golden)
     assert (sinusoid_table(8, 64) - inputs["vit_pos_embed"]).abs().max() < 1e-6
@@ -95,8 +95,8 @@ def test_loading_stage3_and_merging_its_lora_gives_the_official_merged_model(gol
     merged model bit for bit, and the log-probs follow."""
     from safetensors.torch import load_file
 
-    from rrpo.models.videochat2 import qformer_key
-    from rrpo.models.videochat2_loading import load_videochat2
+    from rrpo.models.families.videochat2.loading import load_videochat2
+    from rrpo.models.families.videochat2.modeling import qformer_key
 
     port = load_videochat2(
         golden / "weights" / source,
@@ -140,8 +140,8 @@ def test_every_real_checkpoint_key_maps_onto_the_port(golden):
     (B) is the port's `mistral_model.*` parameter of that shape."""
     from transformers import MistralConfig
 
-    from rrpo.models.videochat2 import qformer_key
-    from rrpo.models.videochat2_loading import videochat2_from_state
+    from rrpo.models.families.videochat2.loading import videochat2_from_state
+    from rrpo.models.families.videochat2.modeling import qformer_key
 
     real = _real_keys(golden)
     shapes = {k: torch.empty(s, device="meta") for k, s in real["A"].items()}
@@ -209,7 +209,7 @@ def test_the_training_forward_equals_the_official_one(golden, model):
 
 
 def test_preprocessing_of_the_raw_frames_gives_the_official_pixels(golden):
-    from rrpo.models.videochat2 import videochat2_pixels
+    from rrpo.models.families.videochat2.modeling import videochat2_pixels
 
     inputs, _ = _case(golden)
     assert torch.equal(videochat2_pixels(inputs["raw_frames_uint8"].numpy()), inputs["video"][0])

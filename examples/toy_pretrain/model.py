@@ -117,11 +117,11 @@ def _tokenizer_corpus() -> list[str]:
 
 def build_tokenizer(vocab_size: int = 512):
     """Byte-level BPE fast tokenizer trained on the toy corpus, with Qwen's special tokens and chat
-    template (shared with rrpo.models.tiny, so the adapter's prompt and turn-end logic apply)."""
+    template (shared with rrpo.models.tiny_parts, so the adapter's prompt and turn-end logic apply)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from rrpo.models.tiny import _QWEN_SPECIALS, _qwen_template
+    from rrpo.models.tiny_parts import QWEN_SPECIALS, qwen_template
 
     tok = Tokenizer(models.BPE(unk_token=None))
     # The GPT-2 split keeps "(", the letter and ")" apart, so an option's letter is one token.
@@ -129,7 +129,7 @@ def build_tokenizer(vocab_size: int = 512):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=_QWEN_SPECIALS,
+        special_tokens=QWEN_SPECIALS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -138,10 +138,10 @@ def build_tokenizer(vocab_size: int = 512):
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        chat_template=_qwen_template(FAMILY),
+        chat_template=qwen_template(),
     )
     fast.add_special_tokens(
-        {"additional_special_tokens": [s for s in _QWEN_SPECIALS if s not in ("<|im_end|>", "<|endoftext|>")]}
+        {"additional_special_tokens": [s for s in QWEN_SPECIALS if s not in ("<|im_end|>", "<|endoftext|>")]}
     )
     return fast
 
@@ -151,7 +151,7 @@ def build_toy_model(out_dir: str | Path, spec: ModelSpec | None = None, *, seed:
     `rrpo.models.load_model(out_dir)`); returns `out_dir`."""
     import transformers as tf
 
-    from rrpo.models.tiny import FAMILY_FILE, _mrope_section, _qwen_ids, _qwen_template
+    from rrpo.models.tiny_parts import FAMILY_FILE, mrope_section, qwen_ids, qwen_template
 
     spec = spec or ModelSpec()
     spec.validate()
@@ -174,7 +174,7 @@ def build_toy_model(out_dir: str | Path, spec: ModelSpec | None = None, *, seed:
         "tie_word_embeddings": True,
         "rope_parameters": {
             "rope_type": "default",
-            "mrope_section": _mrope_section(head_dim),
+            "mrope_section": mrope_section(head_dim),
             "rope_theta": 10000.0,
         },
     }
@@ -188,7 +188,7 @@ def build_toy_model(out_dir: str | Path, spec: ModelSpec | None = None, *, seed:
         "spatial_merge_size": spec.merge_size,
         "temporal_patch_size": spec.temporal_patch_size,
     }
-    cfg = tf.Qwen2VLConfig(text_config=text, vision_config=vision, **_qwen_ids(tok))
+    cfg = tf.Qwen2VLConfig(text_config=text, vision_config=vision, **qwen_ids(tok))
     model = tf.Qwen2VLForConditionalGeneration(cfg).eval()
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
@@ -204,7 +204,7 @@ def build_toy_model(out_dir: str | Path, spec: ModelSpec | None = None, *, seed:
         image_processor=image_proc,
         tokenizer=tok,
         video_processor=video_proc,
-        chat_template=_qwen_template(FAMILY),
+        chat_template=qwen_template(),
     )
     model.save_pretrained(out)
     proc.save_pretrained(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -79,10 +80,19 @@ class VideoLMAdapter:
     trust_remote_code: ClassVar[bool] = False
     default_frame_size: ClassVar[tuple[int, int] | None] = None
     mrope: ClassVar[bool] = False
+    # Which of the model's encoder outputs carries the video (`mm_encoder_outputs[...]`, `<name>_outputs`):
+    # "image" where frames enter as images (InternVL).
+    encoder_modality: ClassVar[str] = "video"
     lora_target_modules: ClassVar[str] = LORA_TARGET_REGEX
     # A port on transformers components (no transformers class of its own, e.g. LongVU): loaded by the
     # family's own code, not by transformers' Auto classes.
     ported: ClassVar[bool] = False
+    # Tests and tiny models: the folders of shared/fixtures/real_checkpoints this family stands for, how
+    # `rrpo.models.tiny.shrink_checkpoint` shrinks their vision tower (config fields), and the square
+    # frame side of `rrpo tiny-model` by default.
+    real_checkpoints: ClassVar[tuple[str, ...]] = ()
+    shrink_vision: ClassVar[dict[str, Any]] = {}
+    default_image_size: ClassVar[int] = 32
 
     def __init__(
         self,
@@ -298,6 +308,61 @@ class VideoLMAdapter:
 
         return AutoProcessor.from_pretrained(model_dir, trust_remote_code=cls.trust_remote_code)
 
+    @classmethod
+    def recognises_directory(cls, path: Path) -> bool:
+        """Whether a directory without config.json is this family's checkpoint (a release layout of its
+        own, e.g. VideoChat2's stage-3 file)."""
+        return False
+
+    @classmethod
+    def shrink_config(cls, config: Any) -> None:
+        """Anything else `rrpo.models.tiny.shrink_checkpoint` must change in a real config (in place) after
+        the text model and `shrink_vision`, so that the shrunk sizes agree."""
+
+    # ----- tiny test model (`rrpo tiny-model`; rrpo.models.tiny) -------------------------------------
+    @classmethod
+    def build_tiny(
+        cls,
+        out: Path,
+        *,
+        seed: int,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        num_kv_heads: int,
+        image_size: int,
+        num_frames: int,
+    ) -> Path:
+        """Write a tiny random-weight model of this family's real class to `out`, loadable offline: a
+        tokenizer trained here (`tiny_tokenizer`), `tiny_config` and `tiny_processor`. A port overrides
+        this whole method (its own layout)."""
+        import transformers
+
+        from rrpo.models.tiny_parts import save_tiny, text_kwargs
+
+        torch.manual_seed(seed)
+        tok = cls.tiny_tokenizer()
+        text = text_kwargs(tok, hidden_size, num_layers, num_heads, num_kv_heads)
+        config = cls.tiny_config(tok, text, image_size, num_frames)
+        model = getattr(transformers, cls.model_class)(config).eval()
+        processor = cls.tiny_processor(tok, image_size, num_frames)
+        return save_tiny(model, processor, tok, out, cls.family, image_size, num_frames)
+
+    @classmethod
+    def tiny_tokenizer(cls) -> Any:
+        """The tiny model's tokenizer, with the family's special tokens and chat template."""
+        raise NotImplementedError(f"{cls.family}: no tiny model")
+
+    @classmethod
+    def tiny_config(cls, tokenizer: Any, text: dict[str, Any], image_size: int, num_frames: int) -> Any:
+        """The tiny model's config; `text` holds the text model's sizes and special ids."""
+        raise NotImplementedError(f"{cls.family}: no tiny model")
+
+    @classmethod
+    def tiny_processor(cls, tokenizer: Any, image_size: int, num_frames: int) -> Any:
+        """The tiny model's processor, keeping `image_size` x `image_size` frames."""
+        raise NotImplementedError(f"{cls.family}: no tiny model")
+
     # ----- generation ------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -322,8 +387,8 @@ class VideoLMAdapter:
                 texts = [self.prompt_text(p) for _, p in chunk]
                 inputs = self.video_inputs(texts, clips, padding=True)
                 inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-                if "pixel_values_videos" in inputs:
-                    inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
+                for key in [k for k in inputs if k.startswith("pixel_values")]:
+                    inputs[key] = inputs[key].to(self.dtype)  # every family's pixels, in the weights' dtype
                 gen = self.model.generate(
                     **inputs,
                     max_new_tokens=max_new_tokens,

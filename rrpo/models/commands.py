@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-FAMILY_NAMES = (
-    "qwen2-vl",
-    "qwen2.5-vl",
-    "qwen3-vl",
-    "llava-onevision",
-    "llava-next-video",
-    "longvu",
-    "videochat2",
-)
+from rrpo.models.registry import FAMILY_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,13 +10,8 @@ import torch
 
 from rrpo.errors import RRPOError
 from rrpo.models.base import VideoLMAdapter
-from rrpo.models.tiny import FAMILY_FILE
-
-
-def _families() -> dict[str, type[VideoLMAdapter]]:
-    from rrpo.models import FAMILIES
-
-    return FAMILIES
+from rrpo.models.registry import family_class, family_classes, family_options
+from rrpo.models.tiny_parts import FAMILY_FILE
 
 
 def family_of(model_dir_or_config: str | Path | Any) -> str:
@@ -25,7 +20,7 @@ def family_of(model_dir_or_config: str | Path | Any) -> str:
     A directory's `rrpo_family.json` (written by `rrpo tiny-model`) is only a hint, used when the model
     type alone does not name a family.
     """
-    families = _families()
+    families = family_classes()
     hint = None
     if isinstance(model_dir_or_config, (str, Path)):
         path = Path(model_dir_or_config)
@@ -33,8 +28,9 @@ def family_of(model_dir_or_config: str | Path | Any) -> str:
             hint = json.loads((path / FAMILY_FILE).read_text()).get("family")
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
-            if any((path / f"videochat2_mistral_7b_stage3{s}").is_file() for s in (".pth", ".safetensors")):
-                return "videochat2"  # the stage-3 release has no config.json
+            for name, cls in families.items():
+                if cls.recognises_directory(path):  # a release without config.json (VideoChat2)
+                    return name
             raise RRPOError(f"{path}: no config.json (not a model directory)")
         model_type = json.loads(cfg_file.read_text()).get("model_type")
     elif isinstance(model_dir_or_config, dict):
@@ -147,8 +143,21 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return chosen
 
 
-# Loading options only some (ported) families take.
-FAMILY_OPTIONS = {"longvu": ("vision_towers",), "videochat2": ("base_llm", "qformer_tokenizer")}
+def check_family_options(family: str, options: dict[str, Any], where: Any) -> dict[str, Any]:
+    """The family-only loading options that were given (None dropped); one naming another family, or
+    no family, is a one-line error."""
+    known = family_options()
+    given = {name: value for name, value in options.items() if value is not None}
+    for name in given:
+        flag = "--" + name.replace("_", "-")
+        if name not in known:
+            raise RRPOError(
+                f"{flag}: not a loading option of any family ({', '.join(sorted(known)) or 'none'})"
+            )
+        owner = known[name][0]
+        if owner != family:
+            raise RRPOError(f"{flag} is for {owner} checkpoints; {where} is {family}")
+    return given
 
 
 def load_model(
@@ -168,6 +177,7 @@ def load_model(
     vision_towers: str | Path | None = None,
     base_llm: str | Path | None = None,
     qformer_tokenizer: str | Path | None = None,
+    family_options: dict[str, Any] | None = None,
 ) -> VideoLMAdapter:
     """Load a video LLM (local directory or Hub id) as the family's adapter (the `VideoLM`).
 
@@ -181,7 +191,9 @@ def load_model(
     (LongVU only): a directory with the towers' `siglip/` and `dinov2/` (default: inside the model
     directory if there, else their Hub ids). `base_llm`, `qformer_tokenizer` (VideoChat2 only): the
     Mistral it was trained on and the Q-Former's BERT tokenizer (default: the directory's `mistral/` and
-    `bert/`, else mistralai/Mistral-7B-Instruct-v0.2 and bert-base-uncased).
+    `bert/`, else mistralai/Mistral-7B-Instruct-v0.2 and bert-base-uncased). `family_options`: the same
+    family-only options as one mapping (what the CLI hands over, `rrpo.models.options.model_options`;
+    `rrpo.models.registry` lists them); an option of another family is refused.
     """
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise RRPOError(
@@ -190,19 +202,11 @@ def load_model(
         )
     model_dir = resolve_model(model_dir, revision=revision)
     family = family_of(model_dir)
-    cls = _families()[family]
+    cls = family_class(family)
     meta = _family_meta(model_dir)
     _check_processor_files(model_dir)
-    given = (
-        ("vision_towers", vision_towers),
-        ("base_llm", base_llm),
-        ("qformer_tokenizer", qformer_tokenizer),
-    )
-    options = {name: value for name, value in given if value is not None}
-    for name in options:
-        owner = next(f for f, names in FAMILY_OPTIONS.items() if name in names)
-        if family != owner:
-            raise RRPOError(f"--{name.replace('_', '-')} is for {owner} checkpoints; {model_dir} is {family}")
+    named = {"vision_towers": vision_towers, "base_llm": base_llm, "qformer_tokenizer": qformer_tokenizer}
+    options = check_family_options(family, {**named, **(family_options or {})}, model_dir)
     model = cls.load_hf_model(
         model_dir, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **options
     )

@@ -45,26 +45,10 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
         return None if none_defaults else value
 
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model (Hub ids only)")
-    p.add_argument(
-        "--vision-towers",
-        dest="vision_towers",
-        default=None,
-        help="LongVU only: a directory holding its two towers as siglip/ and dinov2/ (default: inside --model, "
-        "else google/siglip-so400m-patch14-384 and facebook/dinov2-giant from the Hub)",
-    )
-    p.add_argument(
-        "--base-llm",
-        dest="base_llm",
-        default=None,
-        help="VideoChat2 only: the base LLM its stage 3 was trained on (default: --model's mistral/, else "
-        "mistralai/Mistral-7B-Instruct-v0.2)",
-    )
-    p.add_argument(
-        "--qformer-tokenizer",
-        dest="qformer_tokenizer",
-        default=None,
-        help="VideoChat2 only: the Q-Former's BERT tokenizer (default: --model's bert/, else bert-base-uncased)",
-    )
+    from rrpo.models.registry import family_options
+
+    for name, (_, text) in family_options().items():  # each family's own loading options (LongVU's towers...)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=text)
     p.add_argument(
         "--dtype",
         choices=("auto", "bf16", "fp16", "fp32"),
@@ -106,19 +90,17 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
-    """`load_model` keyword arguments from the options `add_model_options` added."""
+    """`load_model` keyword arguments from the options `add_model_options` added; the family-only ones
+    travel together as `family_options` (every command hands them to `load_model` the same way)."""
+    from rrpo.models.registry import family_options
+
     out: dict[str, Any] = {}
-    for name in (
-        "revision",
-        "dtype",
-        "attn_implementation",
-        "fps",
-        "max_frames",
-        "max_pixels",
-        "vision_towers",
-    ):
+    for name in ("revision", "dtype", "attn_implementation", "fps", "max_frames", "max_pixels"):
         if getattr(args, name, None) is not None:
             out[name] = getattr(args, name)
+    family = {name: getattr(args, name) for name in family_options() if getattr(args, name, None) is not None}
+    if family:
+        out["family_options"] = family
     return out
 
 

@@ -319,6 +319,7 @@ def _train(
     from transformers import set_seed
 
     from rrpo.models import collate_pairs, load_model
+    from rrpo.models.registry import family_options
 
     loss = PreferenceLoss.from_config(cfg)
     pairs = read_pairs(cfg.data)
@@ -338,9 +339,7 @@ def _train(
         max_pixels=cfg.max_pixels,
         dtype=cfg.weights_dtype,
         attn_implementation=cfg.attn_implementation,
-        vision_towers=cfg.vision_towers,
-        base_llm=cfg.base_llm,
-        qformer_tokenizer=cfg.qformer_tokenizer,
+        family_options={name: getattr(cfg, name) for name in family_options() if getattr(cfg, name, None)},
     )
     lora = LoraConfig(
         r=cfg.lora_r,

@@ -16,8 +16,9 @@ import torch
 
 from rrpo.errors import RRPOError
 from rrpo.models.base import rebuild_meta_buffers
-from rrpo.models.longvu import LongVUConfig, LongVUForCausalLM
-from rrpo.models.longvu_vision import DINO_ID, SIGLIP_ID
+from rrpo.models.families.longvu.configuration import LongVUConfig
+from rrpo.models.families.longvu.modeling import LongVUForCausalLM
+from rrpo.models.families.longvu.vision import DINO_ID, SIGLIP_ID
 
 MODEL_TYPE = "cambrian_qwen"
 _DROP = ("architectures", "transformers_version", "torch_dtype", "_name_or_path")
@@ -136,19 +137,12 @@ def build_tiny_longvu(
     from safetensors.torch import save_file
     from transformers import BitImageProcessor, SiglipImageProcessor
 
-    from rrpo.models.tiny import _QWEN_SPECIALS, FAMILY_FILE, _qwen_template, _text_kwargs, _train_tokenizer
+    from rrpo.models.tiny_parts import qwen_template, qwen_tokenizer, text_kwargs, write_family_meta
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tok = _train_tokenizer(
-        _QWEN_SPECIALS,
-        eos="<|im_end|>",
-        pad="<|endoftext|>",
-        bos=None,
-        unk=None,
-        template=_qwen_template("qwen2-vl"),
-    )
+    tok = qwen_tokenizer(qwen_template())
     siglip = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
               "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 384, "patch_size": 14}  # fmt: skip
     dino = {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -162,7 +156,7 @@ def build_tiny_longvu(
         "dino_threshold": 0.83, "drop_threshold": 0.7, "image_aspect_ratio": "pad", "tie_word_embeddings": False,
         "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
     }  # fmt: skip
-    text = _text_kwargs(tok, hidden_size, num_layers, num_heads, num_kv_heads)
+    text = text_kwargs(tok, hidden_size, num_layers, num_heads, num_kv_heads)
     config = LongVUConfig(siglip_config=siglip, dino_config=dino, **text, **connector)
     model = LongVUForCausalLM(config).eval()
     with torch.no_grad():  # torch.empty at init in the official code: give the learned vectors values
@@ -193,11 +187,5 @@ def build_tiny_longvu(
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.save_pretrained(out)
-    meta = {
-        "family": "longvu",
-        "frame_size": [image_size, image_size],
-        "num_frames": num_frames,
-        "tiny": True,
-    }
-    (out / FAMILY_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_family_meta(out, "longvu", image_size, num_frames)
     return out

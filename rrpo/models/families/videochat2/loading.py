@@ -23,9 +23,9 @@ import torch
 
 from rrpo.errors import RRPOError
 from rrpo.models.base import rebuild_meta_buffers
-from rrpo.models.videochat2 import VideoChat2, qformer_key
+from rrpo.models.families.videochat2.configuration import STAGE3_FILE
+from rrpo.models.families.videochat2.modeling import VideoChat2, qformer_key
 
-STAGE3_FILE = "videochat2_mistral_7b_stage3"
 DEFAULT_SETTINGS = {
     "vit_heads": 16,
     "vit_depth": 24,  # as configured; return_index -2 builds one fewer
@@ -192,21 +192,19 @@ def build_tiny_videochat2(
     from safetensors.torch import save_file
     from transformers import InstructBlipQFormerConfig, MistralConfig, MistralForCausalLM
 
-    from rrpo.models.tiny import _NEXT_VIDEO_TEMPLATE, FAMILY_FILE, _train_tokenizer
-    from rrpo.models.videochat2_adapter import INSTRUCTION, SETTINGS_FILE, SYSTEM, load_qformer_tokenizer
+    from rrpo.models.families.videochat2.configuration import (
+        INSTRUCTION,
+        SETTINGS_FILE,
+        SYSTEM,
+        load_qformer_tokenizer,
+    )
+    from rrpo.models.tiny_parts import NEXT_VIDEO_TEMPLATE, llama_tokenizer, write_family_meta
 
     out = Path(out_dir)
     (out / "mistral").mkdir(parents=True, exist_ok=True)
     (out / "bert").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tok = _train_tokenizer(
-        ["<unk>", "<s>", "</s>", "<pad>"],
-        eos="</s>",
-        pad="<pad>",
-        bos="<s>",
-        unk="<unk>",
-        template=_NEXT_VIDEO_TEMPLATE,
-    )
+    tok = llama_tokenizer(NEXT_VIDEO_TEMPLATE, extra=())
     words = sorted({w.strip(".,?'\n").lower() for w in (INSTRUCTION + " " + SYSTEM).split()} - {""})
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
     vocab = _BERT_BASE + words + letters + [f"##{c}" for c in letters]
@@ -251,11 +249,5 @@ def build_tiny_videochat2(
             )
     save_file(state, str(out / f"{STAGE3_FILE}.safetensors"), metadata={"format": "pt"})
     (out / SETTINGS_FILE).write_text(json.dumps({"vit_heads": 4, "qformer_heads": 4}, indent=2) + "\n")
-    meta = {
-        "family": "videochat2",
-        "frame_size": [image_size, image_size],
-        "num_frames": num_frames,
-        "tiny": True,
-    }
-    (out / FAMILY_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_family_meta(out, "videochat2", image_size, num_frames)
     return out

@@ -36,43 +36,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Qwen2Config, Qwen2Model
+from transformers import Qwen2Model
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 
-from rrpo.models.longvu_vision import VisionTowers, _cells, _padding_mask, select_frames, unpad_grid
+from rrpo.models.families.longvu.configuration import LongVUConfig
+from rrpo.models.families.longvu.vision import (
+    VisionTowers,
+    grid_cells,
+    padding_mask,
+    select_frames,
+    unpad_grid,
+)
 
 IMAGE_TOKEN_INDEX = -200  # the official `<image>` placeholder id, replaced by the visual tokens
 IGNORE_INDEX = -100
 SAMPLER_HEADS = 16  # hard-coded in the official VisionCrossAttentionLayer
 
 
-class LongVUConfig(Qwen2Config):
-    """The released `config.json` (model_type "cambrian_qwen"): a Qwen2 config plus the connector's
-    fields, kept as attributes. `siglip_config` / `dino_config` describe the towers (dicts)."""
-
-    model_type = "cambrian_qwen"
-
-    def __init__(self, siglip_config: dict | None = None, dino_config: dict | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.siglip_config = siglip_config
-        self.dino_config = dino_config
-        self.vision_hidden_size = kwargs.get("vision_hidden_size", 1024)
-        self.query_num_list = kwargs.get("query_num_list", [144])
-        self.connector_depth = kwargs.get("connector_depth", 3)
-        self.image_token_len = kwargs.get("image_token_len", 144)
-        self.lowres_token = kwargs.get("lowres_token", 8)
-        self.tokenizer_model_max_length = kwargs.get("tokenizer_model_max_length", 8192)
-        self.inference_max_length = kwargs.get("inference_max_length", 16)
-        self.dino_threshold = kwargs.get("dino_threshold", 0.83)
-        self.drop_threshold = kwargs.get("drop_threshold", 0.7)
-        self.highres = kwargs.get("highres", True)
-        self.mm_vision_tower_aux_token_len_list = kwargs.get("mm_vision_tower_aux_token_len_list", [576, 576])
-
-
-# ---------------------------------------------------------------------------------------------------
-# The spatial-vision aggregator (names as in the checkpoint)
 class _MLP(nn.Module):
     def __init__(self, d_in: int, d_hidden: int, d_out: int):
         super().__init__()
@@ -243,8 +225,8 @@ class LongVUForCausalLM(Qwen2PreTrainedModel, GenerationMixin):
         query = model.vision_query[0].view(1, 1, 1, -1).expand(t, queries, -1, -1).flatten(0, 1)
         cells, masks = [], []
         for feats in aux:
-            mask = _padding_mask(int(feats.shape[1] ** 0.5), size, feats.device)
-            c, m = _cells(feats, mask, side)
+            mask = padding_mask(int(feats.shape[1] ** 0.5), size, feats.device)
+            c, m = grid_cells(feats, mask, side)
             cells.append(c)
             masks.append(m)
         sampled = model.vision_sampler_0(query, context, cells, masks)

@@ -1,4 +1,4 @@
-"""The `videochat2` family: the VideoChat2 port (rrpo/models/videochat2.py) behind the adapter interface.
+"""The `videochat2` family: the VideoChat2 port (rrpo/models/families/videochat2/modeling.py) behind the adapter interface.
 
 - Model directory: the stage-3 file (`videochat2_mistral_7b_stage3.pth` or `.safetensors`), and, for a
   self-contained copy (tiny models), the base LLM in `mistral/`, the Q-Former's BERT vocabulary in
@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,17 @@ import numpy as np
 import torch
 
 from rrpo.models.base import SplicedInner, VideoLMAdapter, as_clip
+from rrpo.models.families.videochat2.configuration import (
+    INSTRUCTION,
+    STAGE3_FILE,
+    SYSTEM,
+    load_qformer_tokenizer,
+    model_paths,
+)
 from rrpo.video.io import Clip
 
 VIDEO_TOKEN_INDEX = -200  # one per visual token in the packed prefix
 BOS_FILL_INDEX = -201  # position 0 of a training prompt: a vector filled with the BOS id
-BASE_LLM = "mistralai/Mistral-7B-Instruct-v0.2"
-QFORMER_TOKENIZER = "bert-base-uncased"
-SETTINGS_FILE = "videochat2_settings.json"
-# The official training instruction (its Q-Former text) and the inference system prompt.
-INSTRUCTION = "Carefully watch the video and answer the question."
-SYSTEM = (
-    "Carefully watch the video and pay attention to the cause and sequence of events, the detail and movement "
-    "of objects, and the action and pose of persons. Based on your observations, answer the question.\n"
-)
 VIDEOCHAT2_LORA_REGEX = (
     r"(?:.*\.)?mistral_model\.model\.layers\.\d+\."
     r"(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))"
@@ -59,34 +56,6 @@ class VideoChat2Processor:
         return self._qformer
 
 
-def model_paths(
-    model_dir: str | Path, base_llm: Any = None, qformer_tokenizer: Any = None
-) -> tuple[Any, Any, dict]:
-    """(base LLM, Q-Former tokenizer, settings) for a model directory: explicit values, else the
-    directory's own `mistral/`, `bert/` and settings file, else the Hub ids."""
-    root = Path(model_dir)
-    llm = base_llm or (root / "mistral" if (root / "mistral" / "config.json").is_file() else BASE_LLM)
-    bert = qformer_tokenizer or (
-        root / "bert" if (root / "bert" / "vocab.txt").is_file() else QFORMER_TOKENIZER
-    )
-    settings = json.loads((root / SETTINGS_FILE).read_text()) if (root / SETTINGS_FILE).is_file() else {}
-    return llm, bert, settings
-
-
-def load_qformer_tokenizer(path: Any) -> Any:
-    """BERT's tokenizer with `[DEC]` added as BOS (the official `init_tokenizer`)."""
-    from transformers import BertTokenizer
-
-    local = Path(path) / "vocab.txt"
-    tok = (
-        BertTokenizer(str(local), do_lower_case=True)
-        if local.is_file()
-        else BertTokenizer.from_pretrained(str(path))
-    )
-    tok.add_special_tokens({"bos_token": "[DEC]"})
-    return tok
-
-
 class VideoChat2Adapter(VideoLMAdapter):
     """VideoChat2 stage 3 (Mistral-7B) through the port (module doc)."""
 
@@ -95,6 +64,18 @@ class VideoChat2Adapter(VideoLMAdapter):
     model_class = "VideoChat2"
     lora_target_modules = VIDEOCHAT2_LORA_REGEX
     ported = True
+    default_image_size = 32
+
+    @classmethod
+    def recognises_directory(cls, path: Path) -> bool:
+        """The stage-3 release has no config.json: its stage-3 file names the family."""
+        return any((path / f"{STAGE3_FILE}{suffix}").is_file() for suffix in (".pth", ".safetensors"))
+
+    @classmethod
+    def build_tiny(cls, out: Path, **sizes: int) -> Path:
+        from rrpo.models.families.videochat2.loading import build_tiny_videochat2
+
+        return build_tiny_videochat2(out, **sizes)
 
     @property
     def inner(self) -> SplicedInner:
@@ -125,7 +106,7 @@ class VideoChat2Adapter(VideoLMAdapter):
         return self.processor.qformer_tokenizer(text, return_tensors="pt")
 
     def video_inputs(self, texts: list[str], clips: list[Clip], **kwargs: Any) -> dict[str, Any]:
-        from rrpo.models.videochat2 import videochat2_pixels
+        from rrpo.models.families.videochat2.modeling import videochat2_pixels
 
         if len(texts) != 1:
             raise ValueError("VideoChat2 encodes one (prompt, clip) at a time")
@@ -149,7 +130,7 @@ class VideoChat2Adapter(VideoLMAdapter):
     def load_hf_model(
         cls, model_dir, *, dtype, attn_implementation: str, base_llm=None, qformer_tokenizer=None
     ):  # noqa: ANN001, ANN206
-        from rrpo.models.videochat2_loading import load_videochat2
+        from rrpo.models.families.videochat2.loading import load_videochat2
 
         llm, _, settings = model_paths(model_dir, base_llm, qformer_tokenizer)
         model = load_videochat2(
@@ -170,7 +151,7 @@ class VideoChat2Adapter(VideoLMAdapter):
         self, items: list[tuple[Clip | np.ndarray, str]], *, max_new_tokens: int = 32, batch_size: int = 4
     ) -> list[str]:
         """Greedy answers through the official inference layout, one item at a time."""
-        from rrpo.models.videochat2 import videochat2_pixels
+        from rrpo.models.families.videochat2.modeling import videochat2_pixels
 
         out = []
         model = self.hf_model

@@ -1,4 +1,4 @@
-"""The `longvu` family: the LongVU port (rrpo/models/longvu.py) behind the adapter interface.
+"""The `longvu` family: the LongVU port (rrpo/models/families/longvu/modeling.py) behind the adapter interface.
 
 What differs from the transformers families:
 - the prompt is the official ChatML conversation (`conv_qwen`: system "You are a helpful assistant.",
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from rrpo.models.base import SkipPair, SplicedInner, VideoLMAdapter, as_clip
-from rrpo.models.longvu import IMAGE_TOKEN_INDEX
-from rrpo.models.longvu_vision import unpad_grid
+from rrpo.models.families.longvu.modeling import IMAGE_TOKEN_INDEX
+from rrpo.models.families.longvu.vision import unpad_grid
 from rrpo.video.io import Clip
 
 LONGVU_LORA_REGEX = r"(?:.*\.)?model\.layers\.\d+\.(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))"
@@ -62,6 +62,13 @@ class LongVUAdapter(VideoLMAdapter):
     model_class = "LongVUForCausalLM"
     lora_target_modules = LONGVU_LORA_REGEX
     ported = True
+    default_image_size = 32
+
+    @classmethod
+    def build_tiny(cls, out: Path, **sizes: int) -> Path:
+        from rrpo.models.families.longvu.loading import build_tiny_longvu
+
+        return build_tiny_longvu(out, **sizes)
 
     @property
     def inner(self) -> SplicedInner:
@@ -88,7 +95,7 @@ class LongVUAdapter(VideoLMAdapter):
         return ("pixel_values_siglip", "pixel_values_dino", "video_frames", "video_sizes")
 
     def _pixels(self, frames: np.ndarray) -> list[torch.Tensor]:
-        from rrpo.models.longvu_vision import longvu_pixels
+        from rrpo.models.families.longvu.vision import longvu_pixels
 
         return longvu_pixels(frames, self.processor.siglip, self.processor.dino)
 
@@ -119,7 +126,7 @@ class LongVUAdapter(VideoLMAdapter):
 
     @classmethod
     def load_hf_model(cls, model_dir, *, dtype, attn_implementation: str, vision_towers=None):  # noqa: ANN001, ANN206
-        from rrpo.models.longvu_loading import load_longvu
+        from rrpo.models.families.longvu.loading import load_longvu
 
         return load_longvu(
             model_dir,
@@ -132,8 +139,8 @@ class LongVUAdapter(VideoLMAdapter):
     def load_processor(cls, model_dir, *, vision_towers=None):  # noqa: ANN001, ANN206
         from transformers import AutoTokenizer
 
-        from rrpo.models.longvu_loading import tower_dirs
-        from rrpo.models.longvu_vision import load_tower_processors
+        from rrpo.models.families.longvu.loading import tower_dirs
+        from rrpo.models.families.longvu.vision import load_tower_processors
 
         siglip_dir, dino_dir = tower_dirs(default_towers(model_dir, vision_towers))
         return LongVUProcessor(

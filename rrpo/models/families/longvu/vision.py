@@ -27,7 +27,7 @@ DINO_RESOLUTION = 378
 
 class VisionTowers(nn.Module):
     """SigLIP and DINOv2, as LongVU reads them: tokens resampled to a 24x24 grid. `config` is a
-    `rrpo.models.longvu.LongVUConfig` (its `siglip_config` / `dino_config` dicts)."""
+    `rrpo.models.families.longvu.configuration.LongVUConfig` (its `siglip_config` / `dino_config` dicts)."""
 
     def __init__(self, config: Any):
         super().__init__()
@@ -155,7 +155,7 @@ def unpad_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return grid[:, :, pad : cur_w - pad]
 
 
-def _padding_mask(side: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+def padding_mask(side: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """[side, side] bool: False on the rows/columns a square-padded frame's padding fills."""
     mask = torch.ones(1, side, side, dtype=torch.bool, device=device)
     original_width, original_height = size
@@ -170,7 +170,9 @@ def _padding_mask(side: int, size: tuple[int, int], device: torch.device) -> tor
     return mask[0]
 
 
-def _cells(features: torch.Tensor, mask: torch.Tensor, query_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_cells(
+    features: torch.Tensor, mask: torch.Tensor, query_side: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[T, S*S, D] tower tokens -> per-query cells [T*q*q, r*r, D] and their masks [T*q*q, r*r]."""
     t, count, dim = features.shape
     side = int(count**0.5)

@@ -1,6 +1,7 @@
-"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL adapters (3-axis mrope positions, flattened patch pixel values).
+"""The `qwen2-vl` family (Qwen/Qwen2-VL-7B-Instruct), and what Qwen2.5-VL and Qwen3-VL (`qwen2_5_vl.py`,
+`qwen3_vl.py`) build on: 3-axis mrope positions, flattened patch pixel values, the clip's timing.
 
-Quirks handled here (see /work/shared/notes/offline-video-llms.md):
+Quirks handled here and in the two sibling modules (see /work/shared/notes/offline-video-llms.md):
 - Positions are 3-axis (temporal, height, width). The prefix's come from the model's own rope index; the
   text after the prefix continues at the same value on all axes, so responses get start + arange.
 - Qwen2.5-VL's rope index silently ignores a missing `second_per_grid_ts` (wrong temporal positions), and
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from rrpo.models.base import VideoLMAdapter
+from rrpo.models.tiny_parts import mrope_section, qwen_ids, qwen_template, qwen_tokenizer
 from rrpo.video.io import Clip
 
 # qwen-vl-utils' VIDEO_MAX_PIXELS for Qwen2/2.5-VL (= the Qwen2-VL video processor's own class default).
@@ -38,6 +40,11 @@ class Qwen2VLAdapter(VideoLMAdapter):
     model_types = ("qwen2_vl",)
     model_class = "Qwen2VLForConditionalGeneration"
     mrope = True
+    real_checkpoints = ("qwen2-vl",)
+    # Qwen2-VL's vision `hidden_size` is the merger's output width (= the text hidden size).
+    shrink_vision = {"embed_dim": 32, "depth": 1, "num_heads": 2, "hidden_size": 64}
+    default_image_size = 56  # the smallest frame with a 2x2 merged grid (patch 14, merge 2)
+    tiny_patch = 14
 
     def mm_keys(self) -> tuple[str, ...]:
         return ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
@@ -77,39 +84,63 @@ class Qwen2VLAdapter(VideoLMAdapter):
     def model_mm_kwargs(self, batch_mm: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {k: v for k, v in batch_mm.items() if k in self.mm_keys()}
 
+    # ----- tiny test model ---------------------------------------------------------------------------
+    @classmethod
+    def tiny_tokenizer(cls) -> Any:
+        return qwen_tokenizer(qwen_template())
 
-class Qwen25VLAdapter(Qwen2VLAdapter):
-    """Qwen2.5-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct): `second_per_grid_ts` = temporal patch / sampled fps."""
+    @classmethod
+    def tiny_rope(cls, head_dim: int) -> dict[str, Any]:
+        return {"rope_type": "default", "mrope_section": mrope_section(head_dim), "rope_theta": 10000.0}
 
-    family = "qwen2.5-vl"
-    model_types = ("qwen2_5_vl",)
-    model_class = "Qwen2_5_VLForConditionalGeneration"
+    @classmethod
+    def tiny_vision(cls, text: dict[str, Any]) -> dict[str, Any]:
+        return {"depth": 2, "num_heads": 2, "patch_size": cls.tiny_patch, "spatial_merge_size": 2,
+                "temporal_patch_size": 2, "embed_dim": 32, "hidden_size": text["hidden_size"], "mlp_ratio": 2}  # fmt: skip
 
+    @classmethod
+    def tiny_config(cls, tokenizer: Any, text: dict[str, Any], image_size: int, num_frames: int) -> Any:
+        import transformers
 
-class Qwen3VLAdapter(Qwen25VLAdapter):
-    """Qwen3-VL (e.g. Qwen/Qwen3-VL-8B-Instruct): timestamps in the prompt come from `video_metadata`."""
+        head_dim = text["hidden_size"] // text["num_attention_heads"]
+        config_class = getattr(transformers, cls.model_class.replace("ForConditionalGeneration", "Config"))
+        return config_class(
+            text_config={**text, "rope_parameters": cls.tiny_rope(head_dim)},
+            vision_config=cls.tiny_vision(text),
+            **qwen_ids(tokenizer),
+        )
 
-    family = "qwen3-vl"
-    model_types = ("qwen3_vl",)
-    model_class = "Qwen3VLForConditionalGeneration"
+    @classmethod
+    def tiny_video_processor(cls, side: int, num_frames: int) -> Any:
+        """A video processor that keeps `side` x `side` frames as they are (the processor rounds to the
+        patch x merge factor)."""
+        import transformers
 
-    def mm_keys(self) -> tuple[str, ...]:
-        return ("pixel_values_videos", "video_grid_thw")
+        factor = cls.tiny_patch * 2
+        return transformers.Qwen2VLVideoProcessor(
+            patch_size=cls.tiny_patch, temporal_patch_size=2, merge_size=2, cap_pixels_per_frame=False,
+            min_pixels=factor * factor, max_pixels=side * side,
+        )  # fmt: skip
 
-    def video_size(self, num_frames: int) -> dict[str, int]:
-        # Qwen3-VL's `longest_edge` bounds all frames together; --max-pixels is per frame.
-        size = self.processor.video_processor.size
-        longest = int(size.longest_edge)
-        if self.max_pixels:
-            longest = min(longest, int(self.max_pixels) * max(num_frames, 1))
-        return {"shortest_edge": int(size.shortest_edge), "longest_edge": longest}
+    @classmethod
+    def tiny_processor(cls, tokenizer: Any, image_size: int, num_frames: int) -> Any:
+        import transformers
 
-    def prompt_text(self, prompt: str) -> str:
-        text = super().prompt_text(prompt)
-        tok = self.processor
-        nested = f"{tok.vision_start_token}{tok.video_token}{tok.vision_end_token}"
-        # The processor wraps each frame pair in vision markers itself (see the module docstring).
-        return text.replace(nested, tok.video_token)
+        factor = cls.tiny_patch * 2
+        side = max(factor, round(image_size / factor) * factor)
+        image_proc = transformers.Qwen2VLImageProcessor(
+            patch_size=cls.tiny_patch, temporal_patch_size=2, merge_size=2,
+            min_pixels=factor * factor, max_pixels=side * side,
+        )  # fmt: skip
+        processor_class = getattr(
+            transformers, cls.model_class.replace("ForConditionalGeneration", "Processor")
+        )
+        return processor_class(
+            image_processor=image_proc,
+            tokenizer=tokenizer,
+            video_processor=cls.tiny_video_processor(side, num_frames),
+            chat_template=tokenizer.chat_template,
+        )
 
 
 def video_metadata(clip: Clip):
