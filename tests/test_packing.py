@@ -132,7 +132,8 @@ def test_lora_targets_only_language_model_linears(setup):
     for n in targeted:
         assert re.search(decoder, n), n
         assert not re.search(
-            r"visual|vision_tower|multi_modal_projector|merger|mm_projector|vision_sampler", n
+            r"visual|vision_tower|vision_model|multi_modal_projector|\.projector\.|merger|mm_projector|vision_sampler",
+            n,
         ), n
     # The vision tower (and LongVU's connector) does have q/k/v-like linears that a bare "q_proj" regex
     # would catch (LLaVA).

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from real_checkpoints import REAL_FAMILIES, hub_cache_layout, shrink_checkpoint  # noqa: I001
+from real_checkpoints import REAL_CHECKPOINTS, REAL_FAMILIES, hub_cache_layout, shrink_checkpoint  # noqa: I001
 
 from rrpo.errors import RRPOError
 from rrpo.models import encode_pair, load_model
@@ -130,7 +130,8 @@ def _qwen_ref_size(h, w, factor, min_px, max_px):
 
 
 def _expected(family, h, w, t=16):
-    """(video tokens, per-frame (h, w)) the reference pipelines give for t frames of h x w."""
+    """(video tokens, per-frame (h, w)) the reference pipelines give for t frames of h x w (random
+    content: VideoLLaMA3's token compression keeps every patch of noise)."""
     if family in ("qwen2-vl", "qwen2.5-vl"):  # VIDEO_MAX_PIXELS 768*28*28, processor min 56*56
         fh, fw = _qwen_ref_size(h, w, 28, 3136, 768 * 28 * 28)
         return (t // 2) * (fh // 28) * (fw // 28), (fh, fw)
@@ -140,7 +141,21 @@ def _expected(family, h, w, t=16):
         return (t // 2) * (fh // 32) * (fw // 32), (fh, fw)
     if family == "llava-onevision":  # 384 x 384, 27x27 SigLIP patches pooled 2x2 -> 14x14, one newline
         return t * 14 * 14 + 1, (384, 384)
+    if family in ("internvl", "internvl3_5-rebuilt"):  # every frame one 448 x 448 image, 256 tokens
+        return t * 256, (448, 448)
+    if family == "videollama3":  # factor 28 (patch 14, merge 2); the 12.8 M pixel budget shared by the frames
+        fh, fw = _qwen_ref_size(h, w, 28, 12544, 12845056 // t)
+        return t * (fh // 28) * (fw // 28), (fh, fw)
     return t * 12 * 12, (336, 336)  # NeXT-Video: shortest edge 336, centre crop, 24x24 pooled by 2
+
+
+# The token that stands for one video feature in each checkpoint's prompt.
+VIDEO_TOKEN = {"llava-onevision": "<video>", "llava-next-video": "<video>", "internvl": "<IMG_CONTEXT>",
+               "internvl3_5-rebuilt": "<IMG_CONTEXT>"}  # fmt: skip
+
+
+def _video_token_id(vlm, family):
+    return vlm.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN.get(family, "<|video_pad|>"))
 
 
 @pytest.mark.parametrize("size", [(480, 640), (720, 1280)], ids=["4:3", "16:9"])
@@ -149,18 +164,19 @@ def test_video_tokens_and_frame_size_follow_the_reference_sizing(family, size, v
     vlm = vlms[family]
     clip = _clip(*size, seed=1)
     inputs = vlm.video_inputs([vlm.prompt_text("q")], [clip])
-    video_id = vlm.tokenizer.convert_tokens_to_ids(
-        "<|video_pad|>" if family.startswith("qwen") else "<video>"
-    )
-    n_tokens = int((inputs["input_ids"][0] == video_id).sum())
+    n_tokens = int((inputs["input_ids"][0] == _video_token_id(vlm, family)).sum())
     tokens, (fh, fw) = _expected(family, *size)
     assert n_tokens == tokens
-    if family.startswith("qwen"):
+    if "video_grid_thw" in inputs:  # Qwen, VideoLLaMA3: the patch grid of each frame
         patch = vlm.processor.video_processor.patch_size
         _, gh, gw = inputs["video_grid_thw"][0].tolist()
         assert (gh * patch, gw * patch) == (fh, fw)
-    else:
+    if "video_compression_mask" in inputs:  # VideoLLaMA3: the processor's own count of kept features
+        assert n_tokens == int(inputs["video_compression_mask"].sum())
+    if "pixel_values_videos" in inputs and inputs["pixel_values_videos"].dim() == 5:  # LLaVA: [B, T, C, H, W]
         assert tuple(inputs["pixel_values_videos"].shape[-2:]) == (fh, fw)
+    if "pixel_values" in inputs:  # InternVL: one image per frame, in the clip's order
+        assert tuple(inputs["pixel_values"].shape) == (clip.num_frames, 3, fh, fw)
 
 
 def test_llava_next_video_centre_crops_instead_of_squashing(vlms):
@@ -213,6 +229,50 @@ def test_qwen3_vl_prompt_timestamps_are_the_real_frame_times(vlms, minute_clip):
     times = [i / 4.0 for i in sample_frame_indices(240, 16)]
     for a, b in zip(times[::2], times[1::2]):
         assert f"<{(a + b) / 2:.1f} seconds>" in text
+
+
+@pytest.mark.parametrize("folder", ["internvl", "internvl3_5-rebuilt"])
+def test_internvl_frames_are_numbered_images_in_the_clips_order(folder, vlms, minute_clip):
+    """InternVL sees no time: `Frame{i}: <img>...</img>` per sampled frame, in order, and the i-th image is
+    the i-th frame (the minute clip's brightness is its frame index, so the images brighten in order)."""
+    vlm = vlms[folder]
+    clip = vlm.read_clip(minute_clip)
+    ep = encode_pair(vlm, clip, "q", "a", "b", [], [])
+    text = vlm.tokenizer.decode(ep.prefix_ids)
+    import re
+
+    assert re.findall(r"Frame(\d+): <img>", text) == [str(i) for i in range(1, 17)]
+    assert text.count("<IMG_CONTEXT>") == 16 * 256 and "seconds" not in text and "Time" not in text
+    brightness = ep.mm["pixel_values"].mean(dim=(1, 2, 3))
+    assert ep.mm["pixel_values"].shape[0] == 16 and bool((brightness.diff() > 0).all())
+
+
+def test_videollama3_prompt_times_are_the_real_frame_times(vlms, minute_clip):
+    """`Time {t:.1f}s:` per frame from the clip's metadata (without it the processor would assume 1 fps:
+    0.0, 1.0, 2.0 ...)."""
+    vlm = vlms["videollama3"]
+    clip = vlm.read_clip(minute_clip)
+    text = vlm.tokenizer.decode(encode_pair(vlm, clip, "q", "a", "b", [], []).prefix_ids)
+    import re
+
+    times = [i / 4.0 for i in sample_frame_indices(240, 16)]
+    assert re.findall(r"Time ([0-9.]+)s:", text) == [f"{t:.1f}" for t in times]
+    assert times[-1] > 55  # a real minute, not 16 s at an assumed 1 fps
+
+
+def test_videollama3_token_count_follows_the_processors_compression(vlms):
+    """Token compression drops patches that do not change: a still clip keeps far fewer tokens, and the
+    prefix holds exactly as many video tokens as the processor's mask keeps, for still and noisy clips."""
+    vlm = vlms["videollama3"]
+    still = np.repeat(np.random.default_rng(3).integers(0, 256, (1, 180, 320, 3), dtype=np.uint8), 16, axis=0)
+    counts = {}
+    for name, frames in (("still", still), ("noise", _clip(180, 320, seed=4).frames)):
+        ep = encode_pair(vlm, Clip.uniform(frames, 2.0), "q", "a", "b", [], [])
+        kept = int(ep.mm["video_compression_mask"].sum())
+        assert int((ep.prefix_ids == _video_token_id(vlm, "videollama3")).sum()) == kept
+        counts[name] = (kept, int(ep.mm["video_compression_mask"].numel()))
+    assert counts["noise"][0] == counts["noise"][1]  # noise changes everywhere: nothing dropped
+    assert counts["still"][0] < counts["still"][1] // 4  # only the first frame's patches (+1 per frame)
 
 
 @pytest.mark.parametrize("family", REAL_FAMILIES)
@@ -287,13 +347,19 @@ def test_attn_implementation_flash_is_refused_with_the_reason(shrunk):
     assert torch.float32 == load_model(shrunk["qwen2-vl"], dtype="fp32").dtype
 
 
-E2E_CASES = [(f, "download-dir") for f in REAL_FAMILIES] + [("qwen2.5-vl", "hub-id")]
+HUB_IDS = {
+    "qwen2.5-vl": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "internvl": "OpenGVLab/InternVL3-8B-hf",
+    "videollama3": "lkhl/VideoLLaMA3-7B-Image-HF",
+}
+E2E_CASES = [(f, "download-dir") for f in REAL_FAMILIES] + [(f, "hub-id") for f in HUB_IDS]
 
 
 @pytest.mark.parametrize(("family", "source"), E2E_CASES)
 def test_generate_train_eval_deviation_merge_end_to_end(family, source, shrunk, tmp_path, monkeypatch):
     """The whole loop on each shrunk real checkpoint (no rrpo_family.json), from a directory laid out
-    like a download, and for Qwen2.5-VL from a Hub id served by an offline Hugging Face cache."""
+    like a download, and for Qwen2.5-VL, InternVL3 and VideoLLaMA3 from a Hub id served by an offline
+    Hugging Face cache."""
     import json
 
     from rrpo.cli import main
@@ -304,11 +370,11 @@ def test_generate_train_eval_deviation_merge_end_to_end(family, source, shrunk, 
         import huggingface_hub.constants as c
 
         cache = tmp_path / "hub"
-        hub_cache_layout(shrunk[family], cache, "Qwen/Qwen2.5-VL-7B-Instruct")
+        hub_cache_layout(shrunk[family], cache, HUB_IDS[family])
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
         monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-        model = "Qwen/Qwen2.5-VL-7B-Instruct"
+        model = HUB_IDS[family]
     from rrpo.models.base import VideoLMAdapter
 
     real_generate = VideoLMAdapter.generate
@@ -459,7 +525,7 @@ def test_generate_train_eval_deviation_merge_end_to_end(family, source, shrunk, 
     again = load_model(merged, num_frames=4)
     source_eos = json.loads((shrunk[family] / "generation_config.json").read_text())["eos_token_id"]
     source_eos = source_eos if isinstance(source_eos, list) else [source_eos]
-    assert again.family == family and set(source_eos) <= set(again.stop_token_ids)
+    assert again.family == REAL_CHECKPOINTS[family] and set(source_eos) <= set(again.stop_token_ids)
 
 
 def test_inspect_json_fields(shrunk, sample_video, tmp_path, capsys):
@@ -495,6 +561,27 @@ def test_inspect_json_fields(shrunk, sample_video, tmp_path, capsys):
     )
     assert info["second_per_grid_ts"] == [round(2 / (16 / 161 * 30000 / 1001), 4)]
     assert (tmp_path / "s.png").is_file() and info["contact_sheet"] == str(tmp_path / "s.png")
+
+
+@pytest.mark.parametrize("folder", ["internvl", "internvl3_5-rebuilt", "videollama3"])
+def test_inspect_shows_what_the_new_families_see(folder, shrunk, sample_video, tmp_path, capsys):
+    import json
+
+    from rrpo.cli import main
+
+    args = ["inspect", "--model", str(shrunk[folder]), "--video", str(sample_video), "--question", "Why?"]
+    assert main([*args, "--sheet", str(tmp_path / "s.png"), "--json"]) == 0
+    text = capsys.readouterr().out
+    info = json.loads(text[text.index("{\n") :])
+    tokens, hw = _expected(folder, 480, 640)
+    assert info["family"] == REAL_CHECKPOINTS[folder] and info["frame_hw_seen_by_model"] == list(hw)
+    assert info["video_tokens"] == tokens and info["stop_token_ids"] == [151645]
+    token = VIDEO_TOKEN.get(folder, "<|video_pad|>")
+    if folder == "videollama3":  # 16 timed frames of 17 x 23 merged patches
+        assert info["prompt"].count(f"{token} x {tokens // 16}") == 16 and "Time 5.2s:" in info["prompt"]
+        assert info["video_tokens_before_compression"] == tokens
+    else:  # 16 numbered 448-px images
+        assert info["prompt"].count(f"<img>{token} x 256</img>") == 16 and "Frame16: " in info["prompt"]
 
 
 @pytest.mark.parametrize(

@@ -245,6 +245,11 @@ class VideoLMAdapter:
                 **kwargs,
             )
 
+    @property
+    def video_feature_token(self) -> str:
+        """The prompt token that stands for one video feature (`rrpo inspect` counts and summarises it)."""
+        return getattr(self.processor, "video_token", None) or "<video>"
+
     def mm_keys(self) -> tuple[str, ...]:
         """Processor outputs that belong to the video (kept in `EncodedPair.mm`)."""
         return ("pixel_values_videos",)

@@ -89,7 +89,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     print("--- prompt ---")
     print(info["prompt"])
     print("--------------")
-    print(f"prompt tokens {info['prompt_tokens']}, video tokens {info['video_tokens']}")
+    before = info.get("video_tokens_before_compression")
+    kept = f" ({before} before token compression)" if before is not None else ""
+    print(f"prompt tokens {info['prompt_tokens']}, video tokens {info['video_tokens']}{kept}")
     src = info["source"]
     print(f"source {src['size_hw'][1]}x{src['size_hw'][0]} at {src['fps']} fps, {src['duration_s']} s")
     print(f"frames {info['frames']} (sampled {info['sampled_fps']} fps) at {info['timestamps_s']} s")

@@ -45,7 +45,7 @@ def inspect_model(vlm: Any, video: str | Path, question: str, *, sheet: str | Pa
     inputs = vlm.video_inputs([prompt], [clip])
     tok = vlm.tokenizer
     ids = inputs["input_ids"][0]
-    video_token = getattr(vlm.processor, "video_token", None) or "<video>"
+    video_token = vlm.video_feature_token
     video_id = tok.convert_tokens_to_ids(video_token)
     text = tok.decode(ids)
     info: dict[str, Any] = {
@@ -75,6 +75,10 @@ def inspect_model(vlm: Any, video: str | Path, question: str, *, sheet: str | Pa
         info["frame_hw_seen_by_model"] = [gh * patch, gw * patch]
     elif "pixel_values_videos" in inputs:
         info["frame_hw_seen_by_model"] = list(inputs["pixel_values_videos"].shape[-2:])
+    elif "pixel_values" in inputs:  # frames as images (InternVL): [frames, C, H, W]
+        info["frame_hw_seen_by_model"] = list(inputs["pixel_values"].shape[-2:])
+    if "video_compression_mask" in inputs:  # VideoLLaMA3 drops patches that barely change between frames
+        info["video_tokens_before_compression"] = int(inputs["video_compression_mask"].numel())
     if "second_per_grid_ts" in inputs:
         info["second_per_grid_ts"] = [round(float(x), 4) for x in inputs["second_per_grid_ts"]]
     if sheet is not None:

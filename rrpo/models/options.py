@@ -10,7 +10,8 @@ from typing import Any
 # the real processors (tests/test_real_checkpoints.py checks the rule that gives them).
 TOKENS_16_FRAMES_16_9 = (
     "qwen2-vl / qwen2.5-vl 5760 (560x1008 per frame), qwen3-vl 5760 (640x1152), "
-    "llava-onevision 3137 (384x384), llava-next-video 2304 (336x336 centre crop)"
+    "llava-onevision 3137 (384x384), llava-next-video 2304 (336x336 centre crop), internvl 4096 (448x448), "
+    "videollama3 at most 16128 (672x1176; fewer where frames barely change)"
 )
 
 

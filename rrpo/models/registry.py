@@ -58,6 +58,7 @@ FAMILY_ENTRIES: tuple[FamilyEntry, ...] = (
         },
     ),
     FamilyEntry("internvl", f"{_F}.internvl:InternVLAdapter"),
+    FamilyEntry("videollama3", f"{_F}.videollama3:VideoLlama3Adapter"),
 )
 
 FAMILY_NAMES: tuple[str, ...] = tuple(e.name for e in FAMILY_ENTRIES)

@@ -54,6 +54,10 @@ class InternVLAdapter(VideoLMAdapter):
         "intermediate_size": 64,
     }
 
+    @property
+    def video_feature_token(self) -> str:
+        return self.processor.image_token  # <IMG_CONTEXT>: the processor replaces <video> by framed images
+
     def mm_keys(self) -> tuple[str, ...]:
         return ("pixel_values",)
 
