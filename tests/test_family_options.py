@@ -37,9 +37,13 @@ def world(tmp_path_factory):
             "hallucination": {"video": "v0.mp4", "question": "Is there a cat?", "answer": "no"},
             "type": "object_relation"}  # fmt: skip
     (vh / "object_relation.json").write_text(json.dumps([item]))
-    adapter = root / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
+    from peft import LoraConfig, get_peft_model
+
+    from rrpo.models import load_model
+
+    vlm = load_model(root / "model")
+    lora = LoraConfig(r=2, target_modules=vlm.lora_target_modules, init_lora_weights=False)
+    get_peft_model(vlm.model, lora).save_pretrained(root / "adapter")
     return root
 
 
@@ -87,3 +91,26 @@ def test_load_model_refuses_an_option_no_family_has(world):
 
     with pytest.raises(RRPOError, match="--warp-drive: not a loading option of any family"):
         load_model(world / "model", family_options={"warp_drive": "x"})
+
+
+@pytest.mark.parametrize("command", ("generate", "train", "eval", "deviation", "inspect"))
+def test_every_command_that_runs_a_model_says_where_it_runs(command, world, tmp_path, capsys):
+    """Each command puts the model on this process's accelerator (`load_model(device="auto")`, the CPU
+    here) and says so in one line."""
+    assert main(_command(command, world, tmp_path / "out")) == 0
+    err = capsys.readouterr().err
+    where = "training qwen2-vl on cpu x 1 process(es)" if command == "train" else "(qwen2-vl) on cpu, float32"
+    assert where in err, err[-3000:]
+
+
+def test_load_model_auto_puts_the_model_on_the_accelerator(world, monkeypatch):
+    """`device="auto"` moves the model to `accelerator_device()` (here stood in for by the meta device:
+    no GPU on this machine)."""
+    import torch
+
+    import rrpo.models.loading as loading
+
+    monkeypatch.setattr(loading, "accelerator_device", lambda: torch.device("meta"))
+    vlm = loading.load_model(world / "model", device="auto")
+    assert {p.device.type for p in vlm.model.parameters()} == {"meta"}
+    assert loading.describe_placement(vlm).endswith("(qwen2-vl) on meta, float32")

@@ -177,3 +177,20 @@ def test_importing_the_models_package_imports_no_family_and_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split(" ", 1)[1].strip() == "[] []" and int(out.split(" ", 1)[0]) >= 7, out
+
+
+def test_the_models_and_training_import_without_pyav():
+    """PyAV is needed only where video is decoded (rrpo.video.io): a training or scoring process that
+    gets its frames otherwise imports the models, the packed pass and the trainer without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['av'] = None  # any `import av` now raises ImportError\n"
+        "import rrpo.models.packing, rrpo.train.trainer, rrpo.eval.deviation\n"
+        "from rrpo.models import FAMILIES\n"
+        "print(len(FAMILIES))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and int(done.stdout) >= 7, done.stderr[-2000:]

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rrpo.errors import RRPOError
 from rrpo.models import FAMILIES, collate_pairs, encode_pair, load_model, pair_forward
 from rrpo.models.packing import packed_attention_mask
 
@@ -356,3 +357,75 @@ def test_the_reference_pass_reuses_the_video_features_while_lora_trains(setup):
     family, _, vlm, _ = setup
     assert any(p.requires_grad for p in vlm.model.parameters())
     assert vision_is_frozen(vlm), family
+
+
+# ------------------------------------------------------------------------------------------------------
+# Shared-prefix attention (rrpo.models.packing.attention): the dense-mask path's numbers without the mask
+def test_shared_prefix_attention_equals_the_dense_mask_path(setup):
+    """Per-token log-probs, reference log-probs, KL and every LoRA gradient of the RRPO loss, float32, for
+    a batch of pairs of different lengths (padding included), on every family."""
+    family, _, vlm, encoded = setup
+    batch = collate_pairs(vlm, encoded, layout="packed")
+    dense, dense_grads = _run(vlm, batch, attention="mask")
+    segments, segment_grads = _run(vlm, batch, attention="shared-prefix")
+    for name in ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
+                 "chosen_kl", "rejected_kl"):  # fmt: skip
+        assert torch.allclose(getattr(dense, name), getattr(segments, name), atol=1e-5, rtol=1e-5), (
+            family,
+            name,
+        )
+    assert dense_grads.keys() == segment_grads.keys() and dense_grads
+    for name, grad in dense_grads.items():
+        assert torch.allclose(grad, segment_grads[name], atol=1e-5, rtol=1e-5), (family, name)
+    assert any(float((grad - segment_grads[n]).abs().max()) > 0 for n, grad in dense_grads.items()), (
+        "bit-identical gradients: the segment path did not run"
+    )
+
+
+def test_shared_prefix_attention_hides_chosen_from_rejected(setup):
+    """Changing the chosen response leaves the rejected log-probs as they are (the rejected tokens never
+    attend to chosen ones), as with the dense mask."""
+    family, _, vlm, encoded = setup
+    pair = encoded[0]
+    other = type(pair)(**{**pair.__dict__, "chosen_ids": pair.chosen_ids.flip(0)})
+    with torch.no_grad():
+        a = pair_forward(
+            vlm, vlm.model, collate_pairs(vlm, [pair], layout="packed"), attention="shared-prefix"
+        )
+        b = pair_forward(
+            vlm, vlm.model, collate_pairs(vlm, [other], layout="packed"), attention="shared-prefix"
+        )
+    assert torch.allclose(a.policy_rejected_logps, b.policy_rejected_logps, atol=1e-6), family
+    assert not torch.allclose(a.policy_chosen_logps, b.policy_chosen_logps), family
+
+
+def test_shared_prefix_attention_is_switched_on_for_the_language_model_only(setup):
+    """During the packed pass only the language model's config names the segment attention (a vision
+    tower keeps its own); afterwards the model's own attention is back, so generation is untouched."""
+    from rrpo.models.packing.attention import SHARED_PREFIX_ATTENTION, shared_prefix_attention_on
+
+    family, _, vlm, _ = setup
+    before = {
+        id(m.config): m.config._attn_implementation for m in vlm.hf_model.modules() if hasattr(m, "config")
+    }
+    with shared_prefix_attention_on(vlm.language_model):
+        now = {
+            id(m.config): m.config._attn_implementation
+            for m in vlm.hf_model.modules()
+            if hasattr(m, "config")
+        }
+        assert now[id(vlm.language_model.config)] == SHARED_PREFIX_ATTENTION
+        changed = {k for k in now if now[k] != before[k]}
+        assert changed == {id(vlm.language_model.config)}, family
+    after = {
+        id(m.config): m.config._attn_implementation for m in vlm.hf_model.modules() if hasattr(m, "config")
+    }
+    assert after == before
+
+
+def test_shared_prefix_attention_refuses_a_forward_without_segments():
+    from rrpo.models.packing.attention import shared_prefix_attention
+
+    q = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(RRPOError, match="needs the packed rows' segment lengths"):
+        shared_prefix_attention(torch.nn.Linear(1, 1), q, q, q, None)

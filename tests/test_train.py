@@ -291,3 +291,40 @@ def test_a_run_does_not_depend_on_what_ran_before_in_the_process(world, tmp_path
         train(_cfg(world, out, max_steps=1))
         hashes.append(hashlib.sha256((out / "adapter_model.safetensors").read_bytes()).hexdigest())
     assert hashes[0] == hashes[1]
+
+
+def test_training_with_shared_prefix_attention_equals_the_dense_mask(world, tmp_path) -> None:
+    """`rrpo train --attn-implementation shared-prefix` end to end: the same losses step for step and the
+    same adapter as the dense-mask path (float32, 2 steps, batch of 2 pairs of different lengths)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AttentionInterface
+
+    from rrpo.models.packing import attention
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return attention.shared_prefix_attention(*args, **kwargs)
+
+    runs = {}
+    for attn in ("sdpa", "shared-prefix"):
+        out = tmp_path / attn
+        AttentionInterface.register(attention.SHARED_PREFIX_ATTENTION, counted)
+        try:
+            train(_cfg(world, out, attn_implementation=attn))
+        finally:
+            attention.register()
+        if attn == "sdpa":
+            assert not calls, "the dense-mask run went through the segment attention"
+        runs[attn] = (
+            [m["loss"] for m in _metrics(out) if "loss" in m],
+            load_file(out / "adapter_model.safetensors"),
+        )
+    (dense_losses, dense), (segment_losses, segments) = runs["sdpa"], runs["shared-prefix"]
+    assert calls, "the shared-prefix run never called the segment attention"
+    assert len(dense_losses) == 2 and dense_losses == pytest.approx(segment_losses, abs=1e-5)
+    assert dense.keys() == segments.keys()
+    for name, value in dense.items():
+        assert torch.allclose(value, segments[name], atol=1e-5), name

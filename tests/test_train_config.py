@@ -114,3 +114,14 @@ def test_presets_set_the_papers_settings_and_flags_and_files_override_them(tmp_p
     assert plain.beta == 0.1 != PRESETS["longvu"]["beta"] and plain.lora_r == 128 and plain.fps is None
     with pytest.raises(RRPOError, match="--preset 'llama'"):
         parse_train_args([*base, "--preset", "llama"])
+
+
+def test_activation_checkpointing_is_on_by_default_only_where_it_is_needed():
+    """Unset: on for GPU training (a 7B model's activations do not fit without it), off on CPU; a
+    value given either way is kept."""
+    from rrpo.train.config import checkpointing_default
+
+    assert checkpointing_default(on_gpu=True) is True and checkpointing_default(on_gpu=False) is False
+    assert parse_train_args([]).gradient_checkpointing is False  # this machine has no GPU
+    assert parse_train_args(["--gradient_checkpointing"]).gradient_checkpointing is True
+    assert parse_train_args(["--gradient_checkpointing", "false"]).gradient_checkpointing is False

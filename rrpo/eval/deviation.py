@@ -10,6 +10,7 @@ about 20 for DPO at 10x RRPO's learning rate.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +66,17 @@ def model_deviation(
 
     examples = _examples(Path(data))[:limit] if limit else _examples(Path(data))
     if vlm is None:
+        from rrpo.models.loading import describe_placement
+
         vlm = load_model(
             model_dir,
             adapter_dir=adapter_dir,
             num_frames=frames,
             frame_size=frame_size,
+            device="auto",
             **(load_options or {}),
         )
+        print(describe_placement(vlm), file=sys.stderr)
     if not hasattr(vlm.model, "disable_adapter"):
         raise RRPOError(f"{adapter_dir}: the model has no LoRA adapter to compare with its base")
     video_root, out_dir = Path(video_root), Path(out_dir)

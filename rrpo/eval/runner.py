@@ -13,13 +13,14 @@ benchmark, rrpo version): predictions of a different run are never reused unless
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from rrpo.data.jsonl import JsonlAppender, read_jsonl
 from rrpo.data.runs import claim_output
 from rrpo.errors import RRPOError, VideoError
-from rrpo.video.io import video_path
+from rrpo.video.clip import video_path
 
 
 def run_eval(
@@ -108,6 +109,9 @@ def run_eval(
                 device=state.device,
                 **(load_options or {}),
             )
+            from rrpo.models.loading import describe_placement
+
+            print(describe_placement(vlm), file=sys.stderr)
         bar = tqdm(
             total=len(todo),
             desc=f"eval {benchmark}",

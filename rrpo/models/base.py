@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rrpo.errors import RRPOError
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 # The language model's linear layers, by module path. A bare `q_proj` would also hit SigLIP / CLIP
 # vision towers, so the path must go through `language_model`.
@@ -114,6 +114,7 @@ class VideoLMAdapter:
         self.max_frames = int(max_frames)
         self.max_pixels = max_pixels
         self.source: str | None = None  # where the model was loaded from (`load_model` sets it)
+        self.packed_attention = "mask"  # the packed pair pass's attention ("shared-prefix": load_model)
         self._turn_end: str | None = None
         self.check_template()
 

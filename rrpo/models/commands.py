@@ -75,11 +75,17 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     vlm = load_model(
         args.model,
+        device="auto",
         adapter_dir=args.adapter,
         num_frames=args.frames,
         frame_size=tuple(args.frame_size) if args.frame_size else None,
         **model_options(args),
     )
+    import sys
+
+    from rrpo.models.loading import describe_placement
+
+    print(describe_placement(vlm), file=sys.stderr)
     sheet = args.sheet or f"inspect_{Path(args.video).stem}.png"
     info = inspect_model(vlm, args.video, args.question, sheet=sheet)
     if args.json:

@@ -127,7 +127,15 @@ def _family_meta(model_dir: Path) -> dict:
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # The packed pair forward passes a float 4D mask; flash-attention-2 takes only a 2D padding mask (it
 # cannot express "rejected tokens do not see chosen ones"), so it is not offered.
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+# "shared-prefix": the model loads with sdpa (its vision tower and generation keep it) and the packed pair
+# pass runs the segment attention of rrpo.models.packing.attention (no L x L mask).
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "shared-prefix")
+ATTN_HELP = (
+    "attention of the packed pair pass (default sdpa: the dense 4D mask through the model's own sdpa, the "
+    "reference path; eager: the same through eager attention; shared-prefix: prefix+chosen causal and "
+    "rejected over the prefix's keys and its own, on fused SDPA kernels, never an L x L mask: less memory "
+    "on long rows). flash-attention-2 is not offered: it cannot take the dense mask"
+)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -160,6 +168,42 @@ def check_family_options(family: str, options: dict[str, Any], where: Any) -> di
     return given
 
 
+# The first transformers release rrpo's models are right on (pyproject.toml says why: Qwen2.5-VL's
+# temporal positions, `mm_encoder_outputs`).
+TRANSFORMERS_FLOOR = (5, 18)
+
+
+def check_transformers(version: str | None = None) -> None:
+    """Refuse a transformers older than `TRANSFORMERS_FLOOR` in one line (an image that ships an older one
+    and installed rrpo with --no-deps would otherwise train on wrong Qwen2.5-VL temporal positions)."""
+    import re
+
+    import transformers
+
+    version = version or transformers.__version__
+    found = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+    if found < TRANSFORMERS_FLOOR:
+        floor = ".".join(map(str, TRANSFORMERS_FLOOR))
+        raise RRPOError(
+            f"transformers {version} is too old for rrpo: {floor} is the first release with Qwen2.5-VL's "
+            f"fractional temporal positions and `mm_encoder_outputs`; pip install 'transformers>={floor}'"
+        )
+
+
+def accelerator_device() -> torch.device:
+    """The device this process should run a model on: its own GPU under `accelerate launch` / torchrun
+    (LOCAL_RANK), the GPU when there is one, else the CPU (accelerate's `PartialState` decides)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).device
+
+
+def describe_placement(vlm: VideoLMAdapter) -> str:
+    """One line saying where a loaded model runs: family, device and dtype (printed by every command)."""
+    dtype = str(vlm.dtype).removeprefix("torch.")
+    return f"rrpo: {vlm.source or 'model'} ({vlm.family}) on {vlm.device}, {dtype}"
+
+
 def load_model(
     model_dir: str | Path,
     *,
@@ -182,7 +226,8 @@ def load_model(
     """Load a video LLM (local directory or Hub id) as the family's adapter (the `VideoLM`).
 
     The family comes from `config.model_type` (`rrpo_family.json` is an optional hint of tiny test
-    models). `adapter_dir`: a peft LoRA adapter (directory or Hub id) to wrap the model with (`.model`
+    models). `device`: where to put the model ("auto": `accelerator_device()`, what every command uses;
+    None leaves it where it loaded, the CPU). `adapter_dir`: a peft LoRA adapter (directory or Hub id) to wrap the model with (`.model`
     is then a `PeftModel`; `is_trainable=True` to keep training it). `dtype`: a torch dtype or "auto",
     "bf16", "fp16", "fp32". Frames: `num_frames` uniform samples, or `fps` samples per second up to
     `max_frames`; native aspect ratio sized by the processor (`max_pixels` caps a frame) unless
@@ -195,11 +240,17 @@ def load_model(
     family-only options as one mapping (what the CLI hands over, `rrpo.models.options.model_options`;
     `rrpo.models.registry` lists them); an option of another family is refused.
     """
+    check_transformers()
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise RRPOError(
-            f"--attn-implementation {attn_implementation!r}: choose {' or '.join(ATTN_IMPLEMENTATIONS)} "
+            f"--attn-implementation {attn_implementation!r}: choose {', '.join(ATTN_IMPLEMENTATIONS)} "
             "(flash-attention-2 cannot take the packed pair forward's 4D float mask)"
         )
+    packed_attention = "shared-prefix" if attn_implementation == "shared-prefix" else "mask"
+    if packed_attention == "shared-prefix":
+        import rrpo.models.packing.attention  # noqa: F401  (registers the function with transformers)
+
+        attn_implementation = "sdpa"
     model_dir = resolve_model(model_dir, revision=revision)
     family = family_of(model_dir)
     cls = family_class(family)
@@ -216,6 +267,8 @@ def load_model(
 
         adapter_path = resolve_model(adapter_dir, what="adapter")
         model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=is_trainable)
+    if device == "auto":
+        device = accelerator_device()
     if device is not None:
         model = model.to(device)
     model.eval()
@@ -231,4 +284,5 @@ def load_model(
         max_pixels=max_pixels,
     )
     vlm.source = str(model_dir)  # the resolved directory (a Hub id's snapshot), for reports
+    vlm.packed_attention = packed_attention  # what pair_forward's packed pass uses by default
     return vlm

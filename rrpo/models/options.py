@@ -59,10 +59,10 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
     p.add_argument(
         "--attn-implementation",
         dest="attn_implementation",
-        choices=("sdpa", "eager"),
+        choices=("sdpa", "eager", "shared-prefix"),
         default=d("sdpa"),
-        help="attention kernel (default sdpa). flash-attention-2 is not offered: the packed pair forward "
-        "needs a 4D float mask (rejected tokens must not see chosen ones), which it cannot take",
+        help="attention of the packed pair pass (default sdpa; shared-prefix: no L x L mask, see rrpo train "
+        "--help)",
     )
     if video:
         p.add_argument(

@@ -216,15 +216,20 @@ class TransformersGenerator:
         batch_size: int,
         load_options: dict | None = None,
     ):
+        import sys
+
         from rrpo.models import load_model
+        from rrpo.models.loading import describe_placement
 
         self.vlm = load_model(
             model_dir,
             adapter_dir=adapter_dir,
             num_frames=frames,
             frame_size=frame_size,
+            device="auto",
             **(load_options or {}),
         )
+        print(describe_placement(self.vlm), file=sys.stderr)
         self.frame_size = self.vlm.frame_size
         self.tokenizer = self.vlm.tokenizer
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size

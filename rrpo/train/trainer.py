@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -32,7 +33,7 @@ from rrpo.losses.registry import PreferenceLoss
 from rrpo.train import rundir
 from rrpo.train.config import RRPOConfig
 from rrpo.train.rundir import SkipLedger
-from rrpo.video.io import video_path
+from rrpo.video.clip import video_path
 
 
 def preflight(
@@ -144,6 +145,16 @@ class PairForward(torch.nn.Module):
         self.module = peft_model
         self.vlm = vlm  # not a Module: holds the processor and the family's hooks
         self.chunk_size = chunk_size
+        # The wrapped model's layer classes, which FSDP's transformer auto-wrap (accelerate's
+        # TRANSFORMER_BASED_WRAP with no class named) shards one by one; without them the whole model
+        # would be a single FSDP unit.
+        self._no_split_modules = list(getattr(vlm.hf_model, "_no_split_modules", None) or [])
+
+    @property
+    def config(self) -> Any:
+        """The wrapped model's config: DeepSpeed fills its "auto" bucket sizes from the hidden size here
+        (a VL config's `text_config.hidden_size`), and the Trainer reads it too."""
+        return self.vlm.hf_model.config
 
     def forward(self, **batch: Any) -> dict[str, torch.Tensor]:
         from rrpo.models import pair_forward
@@ -369,6 +380,12 @@ def _train(
         vlm=vlm,
         loss=loss,
     )
+    if main:
+        print(
+            f"rrpo: training {vlm.family} on {cfg.device} x {cfg.world_size} process(es), "
+            f"{str(vlm.dtype).removeprefix('torch.')} weights",
+            file=sys.stderr,
+        )
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(output_dir))  # the LoRA adapter, peft format

@@ -10,10 +10,10 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "Clip": "rrpo.video.io",
+    "Clip": "rrpo.video.clip",
     "decode_clip": "rrpo.video.io",
     "read_frames": "rrpo.video.io",
-    "sample_frame_indices": "rrpo.video.io",
+    "sample_frame_indices": "rrpo.video.clip",
     "write_video": "rrpo.video.io",
     "DEFAULT_PERTURBATION": "rrpo.video.perturb",
     "PERTURBATIONS": "rrpo.video.perturb",

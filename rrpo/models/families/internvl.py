@@ -17,7 +17,7 @@ from typing import Any
 
 from rrpo.models.base import VideoLMAdapter
 from rrpo.models.tiny_parts import qwen_tokenizer
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 # transformers' InternVL conversion template (the real files' chat_template): image -> <IMG_CONTEXT>,
 # video -> <video>, no system prompt.

@@ -8,7 +8,7 @@ from typing import Any
 from rrpo.models.base import VideoLMAdapter
 from rrpo.models.families.llava_onevision import tiny_patch, tiny_vision
 from rrpo.models.tiny_parts import NEXT_VIDEO_TEMPLATE, llama_tokenizer
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 
 class LlavaNextVideoAdapter(VideoLMAdapter):

@@ -9,7 +9,7 @@ from typing import Any
 
 from rrpo.models.base import VideoLMAdapter
 from rrpo.models.tiny_parts import ONEVISION_TEMPLATE, qwen_tokenizer
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 
 class LlavaOneVisionAdapter(VideoLMAdapter):

@@ -27,7 +27,7 @@ import torch
 
 from rrpo.models.base import VideoLMAdapter
 from rrpo.models.tiny_parts import mrope_section, qwen_ids, qwen_template, qwen_tokenizer
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 # qwen-vl-utils' VIDEO_MAX_PIXELS for Qwen2/2.5-VL (= the Qwen2-VL video processor's own class default).
 QWEN2_VIDEO_MAX_PIXELS = 768 * 28 * 28

@@ -22,7 +22,7 @@ import torch
 from rrpo.models.base import VideoLMAdapter
 from rrpo.models.families.qwen2_vl import video_metadata
 from rrpo.models.tiny_parts import qwen_tokenizer
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 # The real files' template (reconstructed to reproduce transformers' integration-test ids): no system
 # prompt, image -> <|image_pad|>, video -> <|video_pad|>, each followed by a newline.

@@ -11,7 +11,7 @@ import torch
 from rrpo.data.spans import token_span_ids
 from rrpo.errors import RRPOError
 from rrpo.models.base import EncodedPair, SkipPair, VideoLMAdapter, as_clip
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 
 def encode_prefix(

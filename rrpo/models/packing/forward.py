@@ -11,7 +11,11 @@ import torch
 
 from rrpo.errors import RRPOError
 from rrpo.models.base import VideoLMAdapter, is_peft_model, unwrap_peft
+from rrpo.models.packing.attention import segment_lengths_mask, shared_prefix_attention_on
 from rrpo.models.packing.collate import IGNORE_INDEX, packed_position_ids
+
+# How the packed row's attention is computed (`pair_forward(attention=...)`, `--attn-implementation`).
+PACKED_ATTENTIONS = ("mask", "shared-prefix")
 
 
 @dataclass
@@ -141,6 +145,7 @@ def pair_forward(
     chunk_size: int = 1024,
     packed: bool = True,
     causal_mask_only: bool = False,
+    attention: str | None = None,
 ) -> PairOutputs:
     """Policy (and reference) per-token log-probs and KL for a batch from `collate_pairs`.
 
@@ -149,7 +154,10 @@ def pair_forward(
     packed row per pair (video encoded once, one language-model pass); `packed=False` is the plain
     baseline with separate prefix+chosen and prefix+rejected sequences and the model's own causal mask
     and positions. `causal_mask_only=True` (packed only) is a debug negative control that lets rejected
-    tokens attend to chosen ones. KL is KL(pi_ref || pi) per token.
+    tokens attend to chosen ones. KL is KL(pi_ref || pi) per token. `attention` (packed only; default
+    `vlm.packed_attention`, what `--attn-implementation` chose): "mask", the dense additive 4D mask through
+    the model's own attention (the reference path), or "shared-prefix", the segment attention of
+    `rrpo.models.packing.attention` (no L x L mask).
     """
     from rrpo.losses import fused_token_logps_and_kl
 
@@ -180,16 +188,28 @@ def pair_forward(
 
     if packed:
         ids = b["packed_input_ids"]
-        mask = packed_attention_mask(
-            p_len, c_len, r_len, ids.shape[1], dtype=dtype, device=dev, causal_only=causal_mask_only
-        )
+        attention = attention or getattr(vlm, "packed_attention", "mask")
+        if attention not in PACKED_ATTENTIONS:
+            raise RRPOError(
+                f"pair_forward: attention must be one of {', '.join(PACKED_ATTENTIONS)}, got {attention!r}"
+            )
+        segments = attention == "shared-prefix" and not causal_mask_only
+        if segments:
+            mask = segment_lengths_mask(p_len, c_len, r_len)
+            attend = lambda: shared_prefix_attention_on(vlm.language_model)  # noqa: E731
+        else:
+            mask = packed_attention_mask(
+                p_len, c_len, r_len, ids.shape[1], dtype=dtype, device=dev, causal_only=causal_mask_only
+            )
+            attend = contextlib.nullcontext
         pos = packed_position_ids(vlm, b)  # on the device, not in the collator
         r_idx = _response_index(p_len, r_len, r_labels.shape[1], c_len)
-        hidden, video = _run(inner, vlm.encoder_modality, ids, mask, pos, {**mm, **types("packed")})
+        with attend():
+            hidden, video = _run(inner, vlm.encoder_modality, ids, mask, pos, {**mm, **types("packed")})
         pol_c, pol_r = _gather(hidden, c_idx), _gather(hidden, r_idx)
         ref_c = ref_r = None
         if reference and peft_model is not None:
-            with torch.no_grad(), _reference_context(peft_model):
+            with torch.no_grad(), _reference_context(peft_model), attend():
                 ref_hidden, _ = _run(
                     inner,
                     vlm.encoder_modality,

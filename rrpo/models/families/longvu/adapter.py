@@ -25,7 +25,7 @@ import torch
 from rrpo.models.base import SkipPair, SplicedInner, VideoLMAdapter, as_clip
 from rrpo.models.families.longvu.modeling import IMAGE_TOKEN_INDEX
 from rrpo.models.families.longvu.vision import unpad_grid
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 LONGVU_LORA_REGEX = r"(?:.*\.)?model\.layers\.\d+\.(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))"
 SYSTEM_PROMPT = "You are a helpful assistant."

@@ -31,7 +31,7 @@ from rrpo.models.families.videochat2.configuration import (
     load_qformer_tokenizer,
     model_paths,
 )
-from rrpo.video.io import Clip
+from rrpo.video.clip import Clip
 
 VIDEO_TOKEN_INDEX = -200  # one per visual token in the packed prefix
 BOS_FILL_INDEX = -201  # position 0 of a training prompt: a vector filled with the BOS id
