@@ -27,6 +27,8 @@ model's linear layers and the same frozen reference (the base weights):
 from __future__ import annotations
 
 import copy
+import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,7 +44,7 @@ from rrpo.models import EncodedPair, build_tiny_model, collate_pairs, load_model
 from rrpo.models.base import is_language_param
 from rrpo.models.packing import IGNORE_INDEX, encode_prefix
 
-MODES = ("ours", "paper_style", "trl_style", "paper_code")
+MODES = ("ours", "paper_style", "trl_style", "paper_code", "ours_shared_prefix", "plain")
 DEFAULT_MODES = ("ours", "paper_style", "trl_style")
 PROMPT = "Describe what happens in the video, step by step."
 
@@ -73,6 +75,35 @@ QWEN25_VL_7B_VISION = {
     "tokens_per_second": 2,
     "hidden_act": "silu",
 }
+
+
+REAL_QWEN25_VL_CONFIG = (
+    Path(os.environ.get("RRPO_SHARED_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+    / "real_checkpoints"
+    / "qwen2.5-vl"
+    / "config.json"
+)
+
+
+def qwen25_vl_7b_shapes(path: Path = REAL_QWEN25_VL_CONFIG) -> tuple[dict, dict, str]:
+    """(text config, vision config, where they came from): the real checkpoint's config.json when it is on
+    this machine (../shared/fixtures), else the built-in copy above (a GPU machine gets only the repository;
+    tests/test_benchmarks.py checks the copy equals the real file)."""
+    if not path.is_file():
+        return (
+            dict(QWEN25_VL_7B_TEXT),
+            dict(QWEN25_VL_7B_VISION),
+            "built-in copy of Qwen2.5-VL-7B-Instruct's config",
+        )
+    raw = json.loads(path.read_text())
+    text = {k: raw[k] for k in QWEN25_VL_7B_TEXT if k in raw}
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "mrope_section": raw["rope_scaling"]["mrope_section"],
+        "rope_theta": raw["rope_theta"],
+    }
+    vision = {k: raw["vision_config"][k] for k in QWEN25_VL_7B_VISION}
+    return text, vision, str(path)
 
 
 @dataclass
@@ -149,8 +180,9 @@ def _build_7b(vlm, dtype: torch.dtype, device: str):
         for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
     }
     tok = vlm.tokenizer
-    text = {**QWEN25_VL_7B_TEXT, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
-    cfg = tf.Qwen2_5_VLConfig(text_config=text, vision_config=dict(QWEN25_VL_7B_VISION), **ids)
+    text, vision, _ = qwen25_vl_7b_shapes()
+    text = {**text, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+    cfg = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
     torch.manual_seed(0)
     with torch.device(device):
         model = tf.Qwen2_5_VLForConditionalGeneration._from_config(
@@ -261,9 +293,16 @@ def estimate_flops(mode: str, tokens: dict[str, int], params: dict[str, int], lo
     def bwd(length: int, rows: int) -> float:
         return 2.0 * body * length + 4.0 * lora * length + 8.0 * layers * length**2 * h + 2.0 * vh * rows
 
-    if mode == "ours":
+    if mode in ("ours", "ours_shared_prefix"):  # the same work; the segment attention skips masked blocks
         packed = p + c + r
         return fwd(packed, c + r, lora) + fwd(packed, c + r, 0) + 4.0 * vh * (c + r) + bwd(packed, 0) + vision
+    if mode == "plain":  # two sequences, fused head at response rows; the reference reuses the video
+        total = 0.0
+        for length, rows in ((p + c, c), (p + r, r)):
+            total += (
+                fwd(length, rows, lora) + fwd(length, rows, 0) + 4.0 * vh * rows + bwd(length, 0) + vision
+            )
+        return total
     if mode == "paper_style":
         total = 4 * vision
         for length in (p + c, p + r):
@@ -425,6 +464,12 @@ def prepare_mode(mode: str, setup: Setup, args) -> tuple[Callable[[Timer], float
         ref_copy = copy.deepcopy(base).eval().requires_grad_(False)
     model = add_lora(vlm, args)
     vlm.model = model
+    if getattr(args, "checkpointing", False):
+        # What --gradient_checkpointing does in training (PairForward): the language model's layers,
+        # non-reentrant (works with frozen embeddings and the adapter-off reference pass).
+        model.get_base_model().gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
     opt = make_optimizer(model, args)
     info = {
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -451,9 +496,13 @@ def prepare_mode(mode: str, setup: Setup, args) -> tuple[Callable[[Timer], float
         timer.mark("optimizer")
         return float(loss.detach())
 
-    if mode == "ours":
+    if mode in ("ours", "ours_shared_prefix"):
         from rrpo.train.trainer import PairForward
 
+        if mode == "ours_shared_prefix":  # --attn-implementation shared-prefix: no L x L mask
+            import rrpo.models.packing.attention  # noqa: F401  (registers it with transformers)
+
+            vlm.packed_attention = "shared-prefix"
         module = PairForward(model, vlm, args.chunk_size)
 
         def step(timer: Timer) -> float:
@@ -537,6 +586,30 @@ def prepare_mode(mode: str, setup: Setup, args) -> tuple[Callable[[Timer], float
                 lp[:n], lp[n:], rlp[:n], rlp[n:], spans[:n], spans[n:], kl[:n], mask[:n], mask[n:], args
             )
             timer.mark("log_softmax/KL over full logits + loss")
+            return finish(loss, timer)
+
+        return step, model, info
+
+    if mode == "plain":  # two plain passes (prefix+chosen, prefix+rejected), fused log-probs, no packing
+        from rrpo.models import pair_forward
+
+        def step(timer: Timer) -> float:
+            timer.start()
+            out = pair_forward(vlm, model, batch, reference=True, chunk_size=args.chunk_size, packed=False)
+            timer.mark("two plain passes (policy+reference+fused logps/KL)")
+            loss = _loss(
+                out.policy_chosen_logps,
+                out.policy_rejected_logps,
+                out.ref_chosen_logps,
+                out.ref_rejected_logps,
+                out.chosen_span_ids,
+                out.rejected_span_ids,
+                out.chosen_kl,
+                out.chosen_mask,
+                out.rejected_mask,
+                args,
+            )
+            timer.mark("loss")
             return finish(loss, timer)
 
         return step, model, info

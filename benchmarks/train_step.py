@@ -45,7 +45,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_MODES = "ours,paper_style,trl_style"
-ALL_MODES = ("ours", "paper_style", "trl_style", "paper_code")
+ALL_MODES = ("ours", "paper_style", "trl_style", "paper_code", "ours_shared_prefix", "plain")
 # Dense bf16 peak of known accelerators (TFLOP/s, vendor datasheets, SXM parts) for the MFU figure.
 PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
 GOALS = {"speedup_vs_paper": 2.5, "memory_vs_paper": 0.4, "speedup_vs_trl": 1.5}
@@ -101,6 +101,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)"
     )
     p.add_argument("--profile", action="store_true", help="workers print a torch.profiler table to stderr")
+    p.add_argument(
+        "--checkpointing", action="store_true", help="activation checkpointing of the language model's layers"
+    )
     p.add_argument("--check", action="store_true", help="self-test: all modes agree (loss, LoRA grads)")
     p.add_argument(
         "--estimate-only",
@@ -356,7 +359,7 @@ def _passthrough(args) -> list[str]:
         value = getattr(args, key)
         if value is not None:
             out.append(f"--{key.replace('_', '-')}={value}")
-    return out + (["--profile"] if args.profile else [])
+    return out + (["--profile"] if args.profile else []) + (["--checkpointing"] if args.checkpointing else [])
 
 
 def _run_worker(args, mode: str) -> dict:
@@ -484,6 +487,7 @@ def _summarise(args, samples: dict[str, list[dict]]) -> dict:
         "rounds": args.rounds,
         "threads": first["threads"],
         "memory_measure": first["measure"],
+        "checkpointing": bool(args.checkpointing),
     }
     out["device"] = device
     out["peak_tflops_assumed"] = peak

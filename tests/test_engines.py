@@ -100,9 +100,13 @@ def _lora_grads_of_one_step(module, vlm, batch, *, checkpointing: bool):
     return {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad}
 
 
-def test_gradient_checkpointing_through_the_packed_pass_gives_the_same_gradients(pair_forward_module):
+@pytest.mark.parametrize("attention", ["mask", "shared-prefix"])
+def test_gradient_checkpointing_through_the_packed_pass_gives_the_same_gradients(
+    pair_forward_module, attention
+):
     """Checkpointing the language model's layers under the packed pass, LoRA (with dropout) and the
-    adapter-off reference pass: every LoRA gradient equals the one without checkpointing."""
+    adapter-off reference pass: every LoRA gradient equals the one without checkpointing, with the dense
+    mask and with the shared-prefix attention (whose layers are recomputed during the backward pass)."""
     import numpy as np
     import torch
 
@@ -110,6 +114,7 @@ def test_gradient_checkpointing_through_the_packed_pass_gives_the_same_gradients
     from rrpo.video.clip import Clip
 
     module, vlm = pair_forward_module
+    vlm.packed_attention = attention
     for name, p in module.module.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)  # non-zero B: gradients reach lora_A too

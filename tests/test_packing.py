@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rrpo.errors import RRPOError
 from rrpo.models import FAMILIES, collate_pairs, encode_pair, load_model, pair_forward
 from rrpo.models.packing import packed_attention_mask
 
@@ -399,33 +398,38 @@ def test_shared_prefix_attention_hides_chosen_from_rejected(setup):
     assert not torch.allclose(a.policy_chosen_logps, b.policy_chosen_logps), family
 
 
-def test_shared_prefix_attention_is_switched_on_for_the_language_model_only(setup):
-    """During the packed pass only the language model's config names the segment attention (a vision
-    tower keeps its own); afterwards the model's own attention is back, so generation is untouched."""
-    from rrpo.models.packing.attention import SHARED_PREFIX_ATTENTION, shared_prefix_attention_on
+def test_shared_prefix_attention_is_set_on_the_language_model_only_and_leaves_generation_as_it_was(setup):
+    """The switch names the segment function in the language model's config alone (a vision tower keeps
+    its own attention); ordinary forwards then run transformers' sdpa, so greedy generation is unchanged."""
+    from rrpo.models.packing.attention import SHARED_PREFIX_ATTENTION, use_shared_prefix_attention
 
-    family, _, vlm, _ = setup
-    before = {
-        id(m.config): m.config._attn_implementation for m in vlm.hf_model.modules() if hasattr(m, "config")
-    }
-    with shared_prefix_attention_on(vlm.language_model):
-        now = {
-            id(m.config): m.config._attn_implementation
-            for m in vlm.hf_model.modules()
-            if hasattr(m, "config")
-        }
+    family, _, vlm, encoded = setup
+    configs = {id(m.config): m.config for m in vlm.hf_model.modules() if hasattr(m, "config")}
+    old = vlm.language_model.config._attn_implementation  # an earlier shared-prefix pass switched it
+    vlm.language_model.config._attn_implementation = "sdpa"
+    try:
+        before = {k: c._attn_implementation for k, c in configs.items()}
+        items = [(_frames(vlm, 9), "What happens?")]
+        expected = vlm.generate(items, max_new_tokens=4)
+        use_shared_prefix_attention(vlm.language_model)
+        now = {k: c._attn_implementation for k, c in configs.items()}
         assert now[id(vlm.language_model.config)] == SHARED_PREFIX_ATTENTION
-        changed = {k for k in now if now[k] != before[k]}
-        assert changed == {id(vlm.language_model.config)}, family
-    after = {
-        id(m.config): m.config._attn_implementation for m in vlm.hf_model.modules() if hasattr(m, "config")
-    }
-    assert after == before
+        assert {k for k in now if now[k] != before[k]} == {id(vlm.language_model.config)}, family
+        assert vlm.generate(items, max_new_tokens=4) == expected, family
+    finally:
+        vlm.language_model.config._attn_implementation = old
 
 
-def test_shared_prefix_attention_refuses_a_forward_without_segments():
+def test_shared_prefix_attention_passes_any_other_mask_to_sdpa():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
     from rrpo.models.packing.attention import shared_prefix_attention
 
-    q = torch.zeros(1, 2, 4, 8)
-    with pytest.raises(RRPOError, match="needs the packed rows' segment lengths"):
-        shared_prefix_attention(torch.nn.Linear(1, 1), q, q, q, None)
+    module = torch.nn.Linear(1, 1).eval()
+    module.is_causal, module.num_key_value_groups = True, 2
+    q, k, v = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)
+    mask = torch.zeros(2, 1, 6, 6).masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf"))
+    for m in (mask, None):
+        ours, _ = shared_prefix_attention(module, q, k, v, m, scaling=0.3)
+        theirs, _ = sdpa_attention_forward(module, q, k, v, m, scaling=0.3)
+        assert torch.equal(ours, theirs)

@@ -285,4 +285,8 @@ def load_model(
     )
     vlm.source = str(model_dir)  # the resolved directory (a Hub id's snapshot), for reports
     vlm.packed_attention = packed_attention  # what pair_forward's packed pass uses by default
+    if packed_attention == "shared-prefix":
+        from rrpo.models.packing.attention import use_shared_prefix_attention
+
+        use_shared_prefix_attention(vlm.language_model)
     return vlm

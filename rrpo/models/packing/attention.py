@@ -12,11 +12,14 @@ so the chosen tokens are never seen by the rejected ones, and each response toke
 would see in its own sequence prefix + response (equal to the dense-mask path: tests/test_packing.py).
 
 How it is plugged in, through transformers' extension points only: the function is registered with
-`transformers.AttentionInterface` under `SHARED_PREFIX_ATTENTION`; `pair_forward` switches the language
-model's config to it for the packed pass alone (`shared_prefix_attention_on`), so the vision tower keeps its
-own attention (sdpa) and generation is untouched. The rows' segment lengths travel through the attention-mask
+`transformers.AttentionInterface` (and sdpa's mask builder with `AttentionMaskInterface`) under
+`SHARED_PREFIX_ATTENTION`, and `use_shared_prefix_attention` sets the language model's config to it (its
+config alone: the vision tower keeps sdpa). The rows' segment lengths travel through the attention-mask
 argument as a compact 4D long tensor [B, 1, 1, 3] (`segment_lengths_mask`): transformers hands a 4D mask to
 the attention functions as it is, and `cu_seq_lens_*` keyword arguments would also reach the vision tower.
+Any other mask (generation, a plain forward, the dense-mask path) goes to transformers' own sdpa function
+unchanged, so the switch can stay on: gradient checkpointing recomputes the layers during the backward pass,
+after the forward has returned, and must find the same function.
 
 On CUDA the two SDPA calls run on torch's fused kernels (flash for the causal part, memory-efficient for the
 masked rejected part). A varlen flash-attn kernel (the prefix K/V duplicated, `cu_seqlens_q != cu_seqlens_k`)
@@ -25,14 +28,10 @@ would also batch the rows; it is not written yet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from rrpo.errors import RRPOError
 
 SHARED_PREFIX_ATTENTION = "rrpo_shared_prefix"
 
@@ -42,6 +41,11 @@ def segment_lengths_mask(
 ) -> torch.Tensor:
     """The rows' (P, C, R) as the compact "mask" [B, 1, 1, 3] (long) the attention function reads."""
     return torch.stack([prefix_lengths, chosen_lengths, rejected_lengths], dim=-1).long().view(-1, 1, 1, 3)
+
+
+def is_segment_mask(mask: torch.Tensor | None) -> bool:
+    """Whether an attention mask is a `segment_lengths_mask` (long, [B, 1, 1, 3])."""
+    return mask is not None and mask.dtype == torch.long and tuple(mask.shape[1:]) == (1, 1, 3)
 
 
 def _expand_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -60,11 +64,13 @@ def shared_prefix_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function: query [B, Hq, L, D], key / value [B, Hkv, L, D], `attention_mask`
-    from `segment_lengths_mask`. Returns (output [B, L, Hq, D], None); padding positions get zeros."""
-    if attention_mask is None or attention_mask.dtype != torch.long or attention_mask.shape[-1] != 3:
-        raise RRPOError(
-            "shared-prefix attention needs the packed rows' segment lengths as its mask (pair_forward sets "
-            "them); it cannot run an ordinary forward or generation"
+    from `segment_lengths_mask`. Returns (output [B, L, Hq, D], None); padding positions get zeros. Any
+    other mask goes to transformers' sdpa function as it is."""
+    if not is_segment_mask(attention_mask):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     groups = query.shape[1] // key.shape[1]
     key, value = _expand_kv(key, groups), _expand_kv(value, groups)
@@ -88,23 +94,19 @@ def shared_prefix_attention(
 
 
 def register() -> None:
-    """Register the function with transformers (idempotent; done on import of this module)."""
+    """Register the function, and sdpa's mask builder for ordinary forwards, with transformers
+    (idempotent; done on import of this module)."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
+    AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)
 
 
-@contextmanager
-def shared_prefix_attention_on(language_model: torch.nn.Module) -> Iterator[None]:
-    """Run `language_model`'s attention layers with the shared-prefix function for the duration (its
-    config alone: a vision tower with a config of its own keeps its attention)."""
-    config = language_model.config
-    old = config._attn_implementation
-    config._attn_implementation = SHARED_PREFIX_ATTENTION
-    try:
-        yield
-    finally:
-        config._attn_implementation = old
+def use_shared_prefix_attention(language_model: torch.nn.Module) -> None:
+    """Point `language_model`'s attention layers at the shared-prefix function (its config alone: a vision
+    tower with a config of its own keeps its attention). Ordinary forwards then run transformers' sdpa."""
+    language_model.config._attn_implementation = SHARED_PREFIX_ATTENTION
 
 
 register()

@@ -11,7 +11,7 @@ import torch
 
 from rrpo.errors import RRPOError
 from rrpo.models.base import VideoLMAdapter, is_peft_model, unwrap_peft
-from rrpo.models.packing.attention import segment_lengths_mask, shared_prefix_attention_on
+from rrpo.models.packing.attention import segment_lengths_mask, use_shared_prefix_attention
 from rrpo.models.packing.collate import IGNORE_INDEX, packed_position_ids
 
 # How the packed row's attention is computed (`pair_forward(attention=...)`, `--attn-implementation`).
@@ -196,20 +196,18 @@ def pair_forward(
         segments = attention == "shared-prefix" and not causal_mask_only
         if segments:
             mask = segment_lengths_mask(p_len, c_len, r_len)
-            attend = lambda: shared_prefix_attention_on(vlm.language_model)  # noqa: E731
+            use_shared_prefix_attention(vlm.language_model)  # stays on: checkpointing recomputes later
         else:
             mask = packed_attention_mask(
                 p_len, c_len, r_len, ids.shape[1], dtype=dtype, device=dev, causal_only=causal_mask_only
             )
-            attend = contextlib.nullcontext
         pos = packed_position_ids(vlm, b)  # on the device, not in the collator
         r_idx = _response_index(p_len, r_len, r_labels.shape[1], c_len)
-        with attend():
-            hidden, video = _run(inner, vlm.encoder_modality, ids, mask, pos, {**mm, **types("packed")})
+        hidden, video = _run(inner, vlm.encoder_modality, ids, mask, pos, {**mm, **types("packed")})
         pol_c, pol_r = _gather(hidden, c_idx), _gather(hidden, r_idx)
         ref_c = ref_r = None
         if reference and peft_model is not None:
-            with torch.no_grad(), _reference_context(peft_model), attend():
+            with torch.no_grad(), _reference_context(peft_model):
                 ref_hidden, _ = _run(
                     inner,
                     vlm.encoder_modality,
