@@ -124,6 +124,13 @@ def _family_meta(model_dir: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
+def recorded_frame_size(model_dir: str | Path) -> tuple[int, int] | None:
+    """The frame size a tiny test model records in `rrpo_family.json` (None for real checkpoints, whose
+    processor sizes the frames)."""
+    size = _family_meta(Path(model_dir)).get("frame_size")
+    return tuple(size) if size else None
+
+
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # The packed pair forward passes a float 4D mask; flash-attention-2 takes only a 2D padding mask (it
 # cannot express "rejected tokens do not see chosen ones"), so it is not offered.
@@ -254,7 +261,6 @@ def load_model(
     model_dir = resolve_model(model_dir, revision=revision)
     family = family_of(model_dir)
     cls = family_class(family)
-    meta = _family_meta(model_dir)
     _check_processor_files(model_dir)
     named = {"vision_towers": vision_towers, "base_llm": base_llm, "qformer_tokenizer": qformer_tokenizer}
     options = check_family_options(family, {**named, **(family_options or {})}, model_dir)
@@ -272,8 +278,8 @@ def load_model(
     if device is not None:
         model = model.to(device)
     model.eval()
-    if frame_size is None and meta.get("frame_size"):
-        frame_size = tuple(meta["frame_size"])
+    if frame_size is None:
+        frame_size = recorded_frame_size(model_dir)
     vlm = cls(
         model,
         processor,

@@ -1,13 +1,33 @@
 """Optional vLLM backend for `rrpo generate --backend vllm` (GPU only; vllm is not a dependency).
 
-vLLM supports the same model families (Qwen2/2.5/3-VL, LLaVA-OneVision, LLaVA-NeXT-Video) and takes the
-decoded frames as `multi_modal_data={"video": frames}` with the model's own chat template, so prompts and
-frames are identical to the transformers backend.
+The engine is fed what the transformers backend and training feed the model: the prompt from the family's
+adapter (`prompt_text`: the checkpoint's chat template and the family's quirks), the decoded frames as
+they are (native aspect ratio, the clip's own sampling), the clip's timing as the video's metadata
+(vLLM's documented `multi_modal_data={"video": (frames, metadata)}` form: the source fps, the sampled
+frames' indices in the source, the source's frame count and duration) and the family's processor
+arguments (`processor_video_kwargs`: no re-sampling, the per-frame pixel cap, ...) as `mm_processor_kwargs`.
+
+Checked here (tests/test_vllm_backend.py, with a stand-in `vllm` module): exactly what is handed to
+`vllm.LLM` and `LLM.generate`. Not checked (no GPU, no vllm on this machine): that vLLM's own processing of
+those inputs gives the same video tokens and positions as transformers'.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from rrpo.errors import RRPOError
+
+
+def video_metadata_dict(clip: Any) -> dict[str, Any]:
+    """A clip's timing as vLLM's video metadata (plain values): what transformers' `VideoMetadata` says."""
+    return {
+        "fps": float(clip.source_fps),
+        "frames_indices": [int(i) for i in clip.frame_indices],
+        "total_num_frames": int(clip.segment_frames),
+        "duration": float(clip.duration),
+        "do_sample_frames": False,
+    }
 
 
 class VLLMGenerator:
@@ -17,35 +37,60 @@ class VLLMGenerator:
         adapter_dir: str | None,
         *,
         frames: int,
-        frame_size,
+        frame_size,  # noqa: ANN001
         max_new_tokens: int,
         batch_size: int,
         load_options: dict | None = None,
-    ):  # noqa: ANN001
+    ):
         try:
             from vllm import LLM, SamplingParams
         except ImportError as err:
             raise RRPOError(
                 "--backend vllm needs vllm installed (pip install vllm, on a GPU machine)"
             ) from err
-        from transformers import AutoProcessor
+        from rrpo.models.loading import family_of, recorded_frame_size, resolve_model
+        from rrpo.models.registry import family_class
 
-        self.llm = LLM(model=model_dir, enable_lora=adapter_dir is not None, limit_mm_per_prompt={"video": 1})
-        self.processor = AutoProcessor.from_pretrained(model_dir)
+        options = dict(load_options or {})
+        local = resolve_model(model_dir, revision=options.get("revision"))
+        cls = family_class(family_of(local))
+        if cls.ported:
+            raise RRPOError(f"--backend vllm: the {cls.family} port runs on the transformers backend only")
+        # The family's adapter without weights: its prompt and processor arguments are what training uses.
+        self.vlm = cls(
+            None,
+            cls.load_processor(local),
+            num_frames=frames,
+            frame_size=frame_size or recorded_frame_size(local),
+            fps=options.get("fps"),
+            max_frames=options.get("max_frames", 768),
+            max_pixels=options.get("max_pixels"),
+        )
+        self.llm = LLM(
+            model=str(local), enable_lora=adapter_dir is not None, limit_mm_per_prompt={"video": 1}
+        )
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         self.lora = None
         if adapter_dir is not None:
             from vllm.lora.request import LoRARequest
 
-            self.lora = LoRARequest("adapter", 1, adapter_dir)
-        self.frame_size = frame_size
+            self.lora = LoRARequest("adapter", 1, str(resolve_model(adapter_dir, what="adapter")))
+        self.frame_size = self.vlm.frame_size
+        self.tokenizer = self.vlm.tokenizer
+
+    def request(self, clip: Any, prompt: str) -> dict[str, Any]:
+        """One engine request: prompt, frames with their timing, the family's processor arguments."""
+        from rrpo.models.base import as_clip
+
+        clip = as_clip(clip)
+        kwargs = {k: v for k, v in self.vlm.processor_video_kwargs([clip]).items() if k != "video_metadata"}
+        return {
+            "prompt": self.vlm.prompt_text(prompt),
+            "multi_modal_data": {"video": (clip.frames, video_metadata_dict(clip))},
+            "mm_processor_kwargs": {"do_sample_frames": False, **kwargs},
+        }
 
     def __call__(self, items):  # noqa: ANN001
-        requests = []
-        for clip, prompt in items:
-            frames = getattr(clip, "frames", clip)
-            messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            requests.append({"prompt": text, "multi_modal_data": {"video": frames}})
+        requests = [self.request(clip, prompt) for clip, prompt in items]
         outputs = self.llm.generate(requests, self.sampling, lora_request=self.lora, use_tqdm=False)
         return [o.outputs[0].text.strip() for o in outputs]
