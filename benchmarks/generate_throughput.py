@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> dict:
     vlm.__class__.stop_token_ids = property(lambda self: [])  # noqa: B010 - this benchmark's process only
     rng = np.random.default_rng(0)
     items = [
-        (Clip.uniform(rng.integers(0, 256, (16, 180, 320, 3), dtype=np.uint8), 2.0), f"What happens in clip {i}?")
+        (
+            Clip.uniform(rng.integers(0, 256, (16, 180, 320, 3), dtype=np.uint8), 2.0),
+            f"What happens in clip {i}?",
+        )
         for i in range(args.items)
     ]
     torch.manual_seed(0)
