@@ -22,6 +22,8 @@ from rrpo.train.config import TrainConfig
 from rrpo.train.trainer import train
 from rrpo.video import write_video
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
 REQUIRED_METRICS = {
     "loss",
     "rewards/chosen",
@@ -328,3 +330,64 @@ def test_training_with_shared_prefix_attention_equals_the_dense_mask(world, tmp_
     assert dense.keys() == segments.keys()
     for name, value in dense.items():
         assert torch.allclose(value, segments[name], atol=1e-5), name
+
+
+def _torchrun_or_skip() -> str:
+    path = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.skip("torchrun not installed beside this python")
+    return path
+
+
+def _four_pair_run(world, tmp_path_factory, name: str, engine: str | None) -> Path:
+    """One optimizer step over the same 4 pairs (seed 3, no dropout): `engine` None = 1 process x 4
+    pairs; "ddp", "zero2", "zero3" = torchrun, 2 processes x 2 pairs (gloo on CPU)."""
+    from rrpo.data.record import read_pairs, write_pairs
+
+    root = tmp_path_factory.mktemp(name)
+    pairs = root / "four.jsonl"
+    write_pairs(pairs, read_pairs(world["pairs"])[:4])
+    common = ["train", "--model", str(world["model"]), "--data", str(pairs), "--video-root", str(world["root"]),
+              "--frames", "4", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--learning-rate",
+              "5e-2", "--grad-accum", "1", "--max-steps", "1", "--warmup-ratio", "0", "--seed", "3",
+              "--out", str(root / "run")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    if engine is None:
+        cmd = [sys.executable, "-m", "rrpo.cli", *common, "--batch-size", "4"]
+    else:
+        cmd = [_torchrun_or_skip(), "--nproc_per_node", "2", "--master_port", str(29531 + len(engine)), "-m",
+               "rrpo.cli", *common, "--batch-size", "2"]  # fmt: skip
+        if engine != "ddp":
+            cmd += ["--deepspeed", str(CONFIGS / f"deepspeed_{engine}.json")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def one_process_run(world, tmp_path_factory) -> Path:
+    return _four_pair_run(world, tmp_path_factory, "one", None)
+
+
+@pytest.mark.parametrize("engine", ["ddp", "zero2", "zero3"])
+def test_two_process_run_equals_one_process_on_the_same_pairs(
+    engine, world, one_process_run, tmp_path_factory
+):
+    """DDP and DeepSpeed ZeRO-2 / ZeRO-3 (the shipped configs, "auto" sizes filled from the model's config)
+    on CPU (gloo): 2 processes x 2 pairs give the first-step loss and the adapter of 1 process x 4 pairs.
+    Under ZeRO-3 the reference pass runs with the adapter disabled on partitioned weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    if engine != "ddp":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'rrpo[deepspeed]')")
+    run = _four_pair_run(world, tmp_path_factory, engine, engine)
+    losses = [[m["loss"] for m in _metrics(r) if "loss" in m] for r in (one_process_run, run)]
+    assert len(losses[0]) == 1 and losses[0] == pytest.approx(losses[1], abs=1e-5)
+    a, b = (load_file(r / "adapter_model.safetensors") for r in (one_process_run, run))
+    assert a.keys() == b.keys()
+    moved = 0
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), (engine, name)
+        moved += int("lora_B" in name and bool(a[name].abs().max() > 0))
+    assert moved, "the step did not move the adapter: the comparison tests nothing"

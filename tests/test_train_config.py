@@ -125,3 +125,13 @@ def test_activation_checkpointing_is_on_by_default_only_where_it_is_needed():
     assert parse_train_args([]).gradient_checkpointing is False  # this machine has no GPU
     assert parse_train_args(["--gradient_checkpointing"]).gradient_checkpointing is True
     assert parse_train_args(["--gradient_checkpointing", "false"]).gradient_checkpointing is False
+
+
+def test_fsdp_on_cpu_is_refused_rather_than_silently_run_as_ddp(monkeypatch):
+    """accelerate applies FSDP to GPU-like processes only: asked for on CPU (a flag or an accelerate FSDP
+    config's environment), rrpo says so before anything runs instead of training data-parallel."""
+    with pytest.raises(RRPOError, match="FSDP was asked for .* run on CPU"):
+        parse_train_args(["--fsdp", "full_shard auto_wrap"])
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(RRPOError, match="FSDP was asked for"):
+        parse_train_args([])

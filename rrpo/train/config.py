@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +226,14 @@ class RRPOConfig(TrainingArguments):
             # Without a GPU, say so: only then does accelerate set up CPU data parallelism (torchrun /
             # accelerate launch --cpu), which needs gloo. GPUs pick nccl themselves.
             self.use_cpu = not torch.cuda.is_available()
+        wants_fsdp = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+        if wants_fsdp and self.use_cpu:
+            # accelerate shards with FSDP only on GPU-like processes; on CPU it would silently run DDP.
+            raise RRPOError(
+                "FSDP was asked for (--fsdp or an accelerate FSDP config) but these processes run on CPU, where "
+                "accelerate does not apply it (it would train as plain data parallelism); run on GPUs, or drop "
+                "--fsdp / the FSDP config to train data-parallel on CPU"
+            )
         if self.use_cpu and self.ddp_backend is None and _world_size() > 1:
             self.ddp_backend = "gloo"
         try:

@@ -339,6 +339,8 @@ def _train(
         raise RRPOError(f"{cfg.data}: no preference pairs")
     usable = preflight(pairs, video_root, loss, ledger, allow_outside_root=cfg.allow_outside_root)
     _check_skips(ledger, cfg)
+    if cfg.deepspeed:
+        _attach_deepspeed_comm()
 
     vlm = load_model(
         cfg.model,
@@ -407,6 +409,19 @@ def _train(
         rundir.write_summary(output_dir, summary)
     _check_skips(ledger, cfg)
     return summary
+
+
+def _attach_deepspeed_comm() -> None:
+    """Hand DeepSpeed the process group accelerate already started. ZeRO-3 builds the model inside
+    `deepspeed.zero.Init` (in `from_pretrained`), which reads the world size from DeepSpeed's own comm
+    layer; on CPU (gloo) nothing else has initialised it by then, so it saw a world of 1 and refused the
+    batch sizes. `init_distributed` adopts an existing torch process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
 
 
 def _ranks_in_sync(model: torch.nn.Module) -> bool | None:
