@@ -341,15 +341,17 @@ def _torchrun_or_skip() -> str:
 
 def _four_pair_run(world, tmp_path_factory, name: str, engine: str | None) -> Path:
     """One optimizer step over the same 4 pairs (seed 3, no dropout): `engine` None = 1 process x 4
-    pairs; "ddp", "zero2", "zero3" = torchrun, 2 processes x 2 pairs (gloo on CPU)."""
+    pairs; "ddp", "zero2", "zero3" = torchrun, 2 processes x 2 pairs (gloo on CPU). Plain SGD at rate 1,
+    so the adapter's change is the averaged gradient itself (AdamW's first step is the gradient's sign,
+    which a component that is zero up to rounding flips between runs)."""
     from rrpo.data.record import read_pairs, write_pairs
 
     root = tmp_path_factory.mktemp(name)
     pairs = root / "four.jsonl"
     write_pairs(pairs, read_pairs(world["pairs"])[:4])
     common = ["train", "--model", str(world["model"]), "--data", str(pairs), "--video-root", str(world["root"]),
-              "--frames", "4", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--learning-rate",
-              "5e-2", "--grad-accum", "1", "--max-steps", "1", "--warmup-ratio", "0", "--seed", "3",
+              "--frames", "4", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--optim", "sgd", "--learning-rate",
+              "1.0", "--grad-accum", "1", "--max-steps", "1", "--warmup-ratio", "0", "--seed", "3",
               "--out", str(root / "run")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     if engine is None:
