@@ -433,3 +433,74 @@ def test_shared_prefix_attention_passes_any_other_mask_to_sdpa():
         ours, _ = shared_prefix_attention(module, q, k, v, m, scaling=0.3)
         theirs, _ = sdpa_attention_forward(module, q, k, v, m, scaling=0.3)
         assert torch.equal(ours, theirs)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Padding-free rows: several pairs per row (collate_pairs(pack_tokens=...))
+def test_pack_rows_keeps_the_order_and_the_budget():
+    from rrpo.models.packing.collate import pack_rows
+
+    assert pack_rows([5, 4, 3, 9, 2], 10) == [[0, 1], [2], [3], [4]]
+    assert pack_rows([5, 4, 3, 9, 2], 12) == [[0, 1, 2], [3, 4]]
+    assert pack_rows([20, 1], 10) == [[0], [1]]  # a pair over the budget has a row of its own
+    assert pack_rows([3, 3, 3], 100) == [[0, 1, 2]]
+
+
+def test_packed_rows_of_several_pairs_equal_one_pair_rows(setup):
+    """Pairs of different lengths packed two and three to a row (positions restarting at every pair, 3-axis
+    mrope included) give each pair the per-token log-probs, reference log-probs, KL and LoRA gradients of
+    one-pair rows."""
+    family, _, vlm, encoded = setup
+    if vlm.ported:
+        pytest.skip("a port takes one pair per row")
+    pairs = encoded + encoded[:1]  # three pairs, two lengths
+    single = collate_pairs(vlm, pairs, layout="packed")
+    total = sum(p.prefix_length + p.chosen_ids.numel() + p.rejected_ids.numel() for p in pairs)
+    for budget in (total, total - 1):  # all in one row; then two rows
+        packed = collate_pairs(vlm, pairs, layout="packed", pack_tokens=budget)
+        rows = packed["packed_input_ids"].shape[0]
+        assert rows == (1 if budget == total else 2)
+        a, grads_a = _run(vlm, single, attention="shared-prefix")
+        b, grads_b = _run(vlm, packed, attention="shared-prefix")
+        for name in ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
+                     "chosen_kl", "rejected_kl"):  # fmt: skip
+            assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-5), (
+                family,
+                budget,
+                name,
+            )
+        for name, grad in grads_a.items():
+            assert torch.allclose(grad, grads_b[name], atol=1e-5, rtol=1e-5), (family, budget, name)
+    one_row = collate_pairs(vlm, pairs, layout="packed", pack_tokens=total)["packed_input_ids"]
+    assert one_row.numel() == total < single["packed_input_ids"].numel()  # no padding at all
+
+
+def test_packed_positions_restart_at_every_pair(setup):
+    """Each pair's positions in a shared row are exactly its positions in a row of its own."""
+    from rrpo.models.packing import packed_position_ids
+    from rrpo.models.packing.collate import pair_placement
+
+    family, _, vlm, encoded = setup
+    if vlm.ported:
+        pytest.skip("a port takes one pair per row")
+    single = collate_pairs(vlm, encoded, layout="packed")
+    packed = collate_pairs(vlm, encoded, layout="packed", pack_tokens=10**6)
+    one, many = packed_position_ids(vlm, single), packed_position_ids(vlm, packed)
+    one, many = (x if vlm.mrope else x.unsqueeze(0) for x in (one, many))
+    rows, offs = pair_placement(packed)
+    for i, pair in enumerate(encoded):
+        n = pair.prefix_length + pair.chosen_ids.numel() + pair.rejected_ids.numel()
+        assert torch.equal(many[:, rows[i], offs[i] : offs[i] + n], one[:, i, :n]), (family, i)
+
+
+def test_pair_packing_needs_the_shared_prefix_attention(setup):
+    from rrpo.errors import RRPOError
+
+    family, _, vlm, encoded = setup
+    if vlm.ported:
+        with pytest.raises(RRPOError, match="takes one pair per row"):
+            collate_pairs(vlm, encoded, layout="packed", pack_tokens=10**6)
+        return
+    batch = collate_pairs(vlm, encoded, layout="packed", pack_tokens=10**6)
+    with pytest.raises(RRPOError, match="needs --attn-implementation shared-prefix"):
+        pair_forward(vlm, vlm.model, batch, attention="mask")

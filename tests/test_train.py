@@ -393,3 +393,25 @@ def test_two_process_run_equals_one_process_on_the_same_pairs(
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), (engine, name)
         moved += int("lora_B" in name and bool(a[name].abs().max() > 0))
     assert moved, "the step did not move the adapter: the comparison tests nothing"
+
+
+def test_training_with_packed_rows_equals_one_pair_rows(world, tmp_path) -> None:
+    """`--pack-pairs N` (several pairs per row, no padding between them) trains exactly like one pair per
+    row: the same losses and the same adapter (shared-prefix attention, 2 steps of 2 pairs)."""
+    import torch
+    from safetensors.torch import load_file
+
+    runs = {}
+    for name, pack in (("rows", None), ("packed", 10**6)):
+        out = tmp_path / name
+        train(_cfg(world, out, attn_implementation="shared-prefix", pack_pairs=pack))
+        runs[name] = (
+            [m["loss"] for m in _metrics(out) if "loss" in m],
+            load_file(out / "adapter_model.safetensors"),
+        )
+    (losses, rows), (packed_losses, packed) = runs["rows"], runs["packed"]
+    assert len(losses) == 2 and losses == pytest.approx(packed_losses, abs=1e-5)
+    for name, value in rows.items():
+        assert torch.allclose(value, packed[name], atol=1e-5), name
+    with pytest.raises(RRPOError, match="pack_pairs needs --attn-implementation shared-prefix"):
+        _cfg(world, tmp_path / "refused", pack_pairs=4096)

@@ -136,6 +136,14 @@ class RRPOConfig(TrainingArguments):
     chunk_size: int = field(
         default=1024, metadata=_help("response positions per chunk of the fused log-prob/KL path")
     )
+    pack_pairs: int | None = field(
+        default=None,
+        metadata=_help(
+            "padding-free rows: pack a micro-batch's pairs into rows of at most this many tokens (each pair "
+            "keeps its own prefix / chosen / rejected segments and positions) instead of one pair per row "
+            "padded to the longest; needs --attn-implementation shared-prefix and --batch-size > 1 to matter"
+        ),
+    )
     max_skip_fraction: float = field(
         default=0.1, metadata=_help("fail the run if more of the pairs than this had to be skipped")
     )
@@ -279,6 +287,11 @@ class RRPOConfig(TrainingArguments):
             (self.max_pixels is None or self.max_pixels > 0, "max_pixels must be > 0"),
             (self.max_length is None or self.max_length >= 1, "max_length must be >= 1"),
             (self.chunk_size >= 1, "chunk_size must be >= 1"),
+            (self.pack_pairs is None or self.pack_pairs >= 1, "pack_pairs must be >= 1 (tokens per row)"),
+            (
+                self.pack_pairs is None or self.attn_implementation == "shared-prefix",
+                "pack_pairs needs --attn-implementation shared-prefix (several pairs in one row)",
+            ),
             (0.0 <= self.max_skip_fraction <= 1.0, "max_skip_fraction must be in [0, 1]"),
             (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)"),
             (

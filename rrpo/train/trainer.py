@@ -354,6 +354,8 @@ def _train(
         attn_implementation=cfg.attn_implementation,
         family_options={name: getattr(cfg, name) for name in family_options() if getattr(cfg, name, None)},
     )
+    if cfg.pack_pairs and vlm.ported:
+        raise RRPOError(f"--pack-pairs: the {vlm.family} port takes one pair per row; drop --pack-pairs")
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -377,7 +379,9 @@ def _train(
         model=model,
         args=cfg,
         train_dataset=PairDataset(usable, vlm, video_root, cfg, ledger),
-        data_collator=lambda features: collate_pairs(vlm, features, layout="packed"),
+        data_collator=lambda features: collate_pairs(
+            vlm, features, layout="packed", pack_tokens=cfg.pack_pairs
+        ),
         callbacks=[MetricsFileCallback(metrics_path)],
         vlm=vlm,
         loss=loss,

@@ -37,15 +37,36 @@ SHARED_PREFIX_ATTENTION = "rrpo_shared_prefix"
 
 
 def segment_lengths_mask(
-    prefix_lengths: torch.Tensor, chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor
+    prefix_lengths: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    pair_rows: torch.Tensor | None = None,
+    num_rows: int | None = None,
 ) -> torch.Tensor:
-    """The rows' (P, C, R) as the compact "mask" [B, 1, 1, 3] (long) the attention function reads."""
-    return torch.stack([prefix_lengths, chosen_lengths, rejected_lengths], dim=-1).long().view(-1, 1, 1, 3)
+    """The pairs' (P, C, R) as the compact "mask" [R, 1, K, 3] (long) the attention function reads: row r's
+    K slots hold its pairs in order, laid end to end from column 0 (zeros fill the unused slots). One
+    pair per row (`pair_rows` None): [B, 1, 1, 3]."""
+    lengths = torch.stack([prefix_lengths, chosen_lengths, rejected_lengths], dim=-1).long()
+    if pair_rows is None:
+        return lengths.view(-1, 1, 1, 3)
+    rows = pair_rows.long()
+    num_rows = int(num_rows if num_rows is not None else int(rows.max()) + 1)
+    counts = torch.bincount(rows, minlength=num_rows)
+    slot = torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    out = lengths.new_zeros(num_rows, 1, int(counts.max()), 3)
+    out[rows, 0, slot] = lengths
+    return out
 
 
 def is_segment_mask(mask: torch.Tensor | None) -> bool:
-    """Whether an attention mask is a `segment_lengths_mask` (long, [B, 1, 1, 3])."""
-    return mask is not None and mask.dtype == torch.long and tuple(mask.shape[1:]) == (1, 1, 3)
+    """Whether an attention mask is a `segment_lengths_mask` (long, [R, 1, K, 3])."""
+    return (
+        mask is not None
+        and mask.dtype == torch.long
+        and mask.dim() == 4
+        and mask.shape[1] == 1
+        and mask.shape[-1] == 3
+    )
 
 
 def _expand_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -76,21 +97,31 @@ def shared_prefix_attention(
     key, value = _expand_kv(key, groups), _expand_kv(value, groups)
     p_drop = dropout if module.training else 0.0
     out = query.new_zeros(query.shape)
-    for row, (p, c, r) in enumerate(attention_mask.view(-1, 3).tolist()):
-        n = p + c
+    for row, slots in enumerate(attention_mask[:, 0].tolist()):
         q, k, v = query[row : row + 1], key[row : row + 1], value[row : row + 1]
-        out[row : row + 1, :, :n] = F.scaled_dot_product_attention(
-            q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, dropout_p=p_drop, scale=scaling
-        )
-        if r:
-            keys = torch.cat([k[:, :, :p], k[:, :, n : n + r]], dim=2)
-            values = torch.cat([v[:, :, :p], v[:, :, n : n + r]], dim=2)
-            allowed = torch.ones(r, p + r, dtype=torch.bool, device=query.device)
-            allowed[:, p:] = torch.ones(r, r, dtype=torch.bool, device=query.device).tril()
-            out[row : row + 1, :, n : n + r] = F.scaled_dot_product_attention(
-                q[:, :, n : n + r], keys, values, attn_mask=allowed, dropout_p=p_drop, scale=scaling
-            )
+        start = 0
+        for p, c, r in slots:
+            if p + c + r == 0:
+                continue  # an unused slot
+            _attend_pair(out[row : row + 1], q, k, v, start, p, c, r, p_drop, scaling)
+            start += p + c + r
     return out.transpose(1, 2).contiguous(), None
+
+
+def _attend_pair(out, q, k, v, s: int, p: int, c: int, r: int, p_drop: float, scaling) -> None:  # noqa: ANN001
+    """One pair laid out from column `s`: prefix + chosen causal, rejected over the prefix and itself."""
+    n = s + p + c
+    out[:, :, s:n] = F.scaled_dot_product_attention(
+        q[:, :, s:n], k[:, :, s:n], v[:, :, s:n], is_causal=True, dropout_p=p_drop, scale=scaling
+    )
+    if r:
+        keys = torch.cat([k[:, :, s : s + p], k[:, :, n : n + r]], dim=2)
+        values = torch.cat([v[:, :, s : s + p], v[:, :, n : n + r]], dim=2)
+        allowed = torch.ones(r, p + r, dtype=torch.bool, device=q.device)
+        allowed[:, p:] = torch.ones(r, r, dtype=torch.bool, device=q.device).tril()
+        out[:, :, n : n + r] = F.scaled_dot_product_attention(
+            q[:, :, n : n + r], keys, values, attn_mask=allowed, dropout_p=p_drop, scale=scaling
+        )
 
 
 def register() -> None:

@@ -27,8 +27,28 @@ def _pad_to(rows: list[torch.Tensor], width: int, value: int) -> torch.Tensor:
 LAYOUTS = ("packed", "plain", "both")
 
 
+def pack_rows(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive pairs grouped into rows of at most `budget` tokens (next fit: the pairs keep their order,
+    so the rows' video tokens meet the video tensors in the order they were concatenated); a pair longer
+    than the budget has a row of its own."""
+    rows: list[list[int]] = []
+    used = 0
+    for i, n in enumerate(lengths):
+        if rows and used + n <= budget:
+            rows[-1].append(i)
+            used += n
+        else:
+            rows.append([i])
+            used = n
+    return rows
+
+
 def collate_pairs(
-    vlm: VideoLMAdapter, pairs: Sequence[EncodedPair], layout: str = "both"
+    vlm: VideoLMAdapter,
+    pairs: Sequence[EncodedPair],
+    layout: str = "both",
+    *,
+    pack_tokens: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Batch encoded pairs for `pair_forward(packed=True)` (`layout="packed"`, what training uses), for
     the plain baseline (`"plain"`), or both (the default, for comparisons). All entries are tensors
@@ -42,6 +62,11 @@ def collate_pairs(
     chosen_span_ids / rejected_span_ids [B, T];
     *_mm_token_type_ids (Qwen) for each layout; the video tensors under the processor's names
     (concatenated along dim 0); truncated [B] bool.
+
+    `pack_tokens` (packed layout only): padding-free rows. Several pairs share a row of at most that many
+    tokens (`pack_rows`), each with its own prefix / chosen / rejected segments and positions restarting at
+    its own prefix; `packed_input_ids` is then [R, Lpk] with R <= B rows, and `pair_rows` / `pair_offsets`
+    [B] say where each pair sits. It needs the shared-prefix attention (pair_forward's segment mask).
     """
     if not pairs:
         raise RRPOError("collate_pairs: empty batch")
@@ -57,9 +82,23 @@ def collate_pairs(
     batch["prefix_lengths"] = torch.tensor([x.numel() for x in prefixes])
     batch["chosen_lengths"] = torch.tensor([x.numel() for x in chosen])
     batch["rejected_lengths"] = torch.tensor([x.numel() for x in rejected])
+    if pack_tokens is not None:
+        if layout != "packed":
+            raise RRPOError("collate_pairs: pack_tokens needs layout='packed'")
+        if getattr(vlm, "ported", False):
+            raise RRPOError(f"--pack-pairs: the {vlm.family} port takes one pair per row")
+        if pack_tokens < 1:
+            raise RRPOError(f"--pack-pairs must be >= 1 token, got {pack_tokens}")
+    sizes = [p.numel() + c.numel() + r.numel() for p, c, r in zip(prefixes, chosen, rejected)]
+    groups = pack_rows(sizes, pack_tokens) if pack_tokens is not None else [[i] for i in range(len(pairs))]
+    if pack_tokens is not None:
+        batch["pair_rows"] = torch.tensor([r for r, g in enumerate(groups) for _ in g])
+        batch["pair_offsets"] = torch.tensor(
+            [sum(sizes[j] for j in g[:k]) for g in groups for k in range(len(g))]
+        )
     if packed:
         batch["packed_input_ids"] = _pad_rows(
-            [torch.cat([p, c, r]) for p, c, r in zip(prefixes, chosen, rejected)], pad
+            [torch.cat([torch.cat([prefixes[i], chosen[i], rejected[i]]) for i in g]) for g in groups], pad
         )
     for side, resp in (("chosen", chosen), ("rejected", rejected)) if plain else ():
         rows = [torch.cat([p, r]) for p, r in zip(prefixes, resp)]
@@ -75,13 +114,18 @@ def collate_pairs(
         types = [p.mm["mm_token_type_ids"] for p in pairs]
         z = torch.zeros
         if packed:
-            batch["packed_mm_token_type_ids"] = _pad_rows(
-                [
-                    torch.cat([t, z(c.numel() + r.numel(), dtype=t.dtype)])
-                    for t, c, r in zip(types, chosen, rejected)
-                ],
-                0,
-            )
+            rows = [
+                torch.cat(
+                    [
+                        torch.cat(
+                            [types[i], z(chosen[i].numel() + rejected[i].numel(), dtype=types[i].dtype)]
+                        )
+                        for i in g
+                    ]
+                )
+                for g in groups
+            ]
+            batch["packed_mm_token_type_ids"] = _pad_rows(rows, 0)
         for side, resp in (("chosen", chosen), ("rejected", rejected)) if plain else ():
             batch[f"{side}_mm_token_type_ids"] = _pad_rows(
                 [torch.cat([t, z(r.numel(), dtype=t.dtype)]) for t, r in zip(types, resp)], 0
@@ -90,29 +134,53 @@ def collate_pairs(
     return batch
 
 
-def packed_position_ids(vlm: VideoLMAdapter, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Position ids of the packed rows of a `collate_pairs` batch, on the batch's device: [B, L], or
-    [3, B, L] for mrope families (padding gets 0).
+def pair_placement(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row [B], start column [B]) of each pair in the packed rows: its own row at column 0 unless the batch
+    was collated with `pack_tokens`."""
+    ids = batch["packed_input_ids"]
+    n = batch["prefix_lengths"].numel()
+    if "pair_rows" in batch:
+        return batch["pair_rows"].to(ids.device), batch["pair_offsets"].to(ids.device)
+    return torch.arange(n, device=ids.device), torch.zeros(n, dtype=torch.long, device=ids.device)
 
-    One `vlm.rope_positions` call over the prefixes plus the first response token (a text token, so
-    its position is where text after the video continues); both responses count up from there.
+
+def packed_position_ids(vlm: VideoLMAdapter, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Position ids of the packed rows of a `collate_pairs` batch, on the batch's device: [R, L], or
+    [3, R, L] for mrope families (padding gets 0).
+
+    One `vlm.rope_positions` call over every pair's own prefix plus its first response token (a text token,
+    so its position is where text after the video continues), as a batch of one row per pair; both
+    responses count up from there; each pair's positions go where the pair sits in its row (restarting
+    at every pair when several share a row).
     """
     ids = batch["packed_input_ids"]
-    p_len, c_len, r_len = (
-        batch[k].to(ids.device) for k in ("prefix_lengths", "chosen_lengths", "rejected_lengths")
-    )
-    col = torch.arange(ids.shape[1], device=ids.device)
+    dev, (rows, length) = ids.device, ids.shape
+    p_len, c_len, r_len = (batch[k].to(dev) for k in ("prefix_lengths", "chosen_lengths", "rejected_lengths"))
+    pair_row, pair_off = pair_placement(batch)
     width = int(p_len.max()) + 1  # every response has at least its end-of-turn token
+    head_col = (pair_off.unsqueeze(1) + torch.arange(width, device=dev)).clamp(max=length - 1)  # [B, width]
+    head_ids = ids[pair_row.unsqueeze(1), head_col]
     head_mm = {k: batch[k] for k in vlm.mm_keys() if k in batch}
     if "packed_mm_token_type_ids" in batch:
-        head_mm["mm_token_type_ids"] = batch["packed_mm_token_type_ids"][:, :width]
-    head_mask = (col[:width].unsqueeze(0) <= p_len.unsqueeze(1)).long()
-    head = vlm.rope_positions(ids[:, :width], head_mask, head_mm)  # [A, B, width]
+        head_mm["mm_token_type_ids"] = batch["packed_mm_token_type_ids"].to(dev)[
+            pair_row.unsqueeze(1), head_col
+        ]
+    head_mask = (torch.arange(width, device=dev).unsqueeze(0) <= p_len.unsqueeze(1)).long()
+    head_ids = head_ids * head_mask  # columns past a pair's first response token belong to something else
+    if "mm_token_type_ids" in head_mm:
+        head_mm["mm_token_type_ids"] = head_mm["mm_token_type_ids"] * head_mask
+    head = vlm.rope_positions(head_ids, head_mask, head_mm)  # [A, B, width]
     start = head.gather(-1, p_len.view(1, -1, 1).expand(head.shape[0], -1, 1))  # [A, B, 1]
-    rel = col.unsqueeze(0) - p_len.unsqueeze(1)  # [B, L]: column minus prefix length
+    span = int((p_len + c_len + r_len).max())
+    rel = torch.arange(span, device=dev).unsqueeze(0) - p_len.unsqueeze(1)  # [B, span]: column - prefix
     in_chosen = (rel >= 0) & (rel < c_len.unsqueeze(1))
     in_rejected = (rel >= c_len.unsqueeze(1)) & (rel < (c_len + r_len).unsqueeze(1))
     response = start + torch.where(in_chosen, rel, rel - c_len.unsqueeze(1))
-    prefix = torch.nn.functional.pad(head, (0, ids.shape[1] - width))
-    out = torch.where(rel < 0, prefix, torch.where(in_chosen | in_rejected, response, 0))
+    prefix = torch.nn.functional.pad(head, (0, max(span - width, 0)))[..., :span]
+    per_pair = torch.where(rel < 0, prefix, torch.where(in_chosen | in_rejected, response, 0))  # [A, B, span]
+    inside = rel < (c_len + r_len).unsqueeze(1)  # [B, span]: the pair's own columns
+    flat = (pair_row * length + pair_off).unsqueeze(1) + torch.arange(span, device=dev)
+    out = torch.zeros(head.shape[0], rows * length, dtype=per_pair.dtype, device=dev)
+    out[:, flat[inside]] = per_pair[:, inside]
+    out = out.view(head.shape[0], rows, length)
     return out if vlm.mrope else out[0]

@@ -12,7 +12,7 @@ import torch
 from rrpo.errors import RRPOError
 from rrpo.models.base import VideoLMAdapter, is_peft_model, unwrap_peft
 from rrpo.models.packing.attention import segment_lengths_mask, use_shared_prefix_attention
-from rrpo.models.packing.collate import IGNORE_INDEX, packed_position_ids
+from rrpo.models.packing.collate import IGNORE_INDEX, packed_position_ids, pair_placement
 
 # How the packed row's attention is computed (`pair_forward(attention=...)`, `--attn-implementation`).
 PACKED_ATTENTIONS = ("mask", "shared-prefix")
@@ -97,6 +97,13 @@ def _response_index(
 def _gather(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """hidden [B, L, H] at index [B, T] -> [B, T, H]."""
     return torch.gather(hidden, 1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
+def _gather_rows(hidden: torch.Tensor, base: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """hidden [R, L, H] of packed rows at column `index` [B, T] of the pair starting at flat position `base`
+    [B] (row x L + column) -> [B, T, H]."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    return flat[base.unsqueeze(1) + index]
 
 
 def _unwrap(model):
@@ -194,8 +201,11 @@ def pair_forward(
                 f"pair_forward: attention must be one of {', '.join(PACKED_ATTENTIONS)}, got {attention!r}"
             )
         segments = attention == "shared-prefix" and not causal_mask_only
+        pair_row, pair_off = pair_placement(b)
+        if "pair_rows" in b and not segments:
+            raise RRPOError("pair packing (--pack-pairs) needs --attn-implementation shared-prefix")
         if segments:
-            mask = segment_lengths_mask(p_len, c_len, r_len)
+            mask = segment_lengths_mask(p_len, c_len, r_len, pair_row, ids.shape[0])
             use_shared_prefix_attention(vlm.language_model)  # stays on: checkpointing recomputes later
         else:
             mask = packed_attention_mask(
@@ -203,8 +213,9 @@ def pair_forward(
             )
         pos = packed_position_ids(vlm, b)  # on the device, not in the collator
         r_idx = _response_index(p_len, r_len, r_labels.shape[1], c_len)
+        base = pair_row * ids.shape[1] + pair_off
         hidden, video = _run(inner, vlm.encoder_modality, ids, mask, pos, {**mm, **types("packed")})
-        pol_c, pol_r = _gather(hidden, c_idx), _gather(hidden, r_idx)
+        pol_c, pol_r = _gather_rows(hidden, base, c_idx), _gather_rows(hidden, base, r_idx)
         ref_c = ref_r = None
         if reference and peft_model is not None:
             with torch.no_grad(), _reference_context(peft_model):
@@ -217,7 +228,7 @@ def pair_forward(
                     {**mm, **types("packed")},
                     video if reuse_video else None,
                 )
-            ref_c, ref_r = _gather(ref_hidden, c_idx), _gather(ref_hidden, r_idx)
+            ref_c, ref_r = _gather_rows(ref_hidden, base, c_idx), _gather_rows(ref_hidden, base, r_idx)
     else:
         r_idx = _response_index(p_len, r_len, r_labels.shape[1], None)
         pols, refs = [], []
