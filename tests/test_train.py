@@ -357,7 +357,7 @@ def _four_pair_run(world, tmp_path_factory, name: str, engine: str | None) -> Pa
     if engine is None:
         cmd = [sys.executable, "-m", "rrpo.cli", *common, "--batch-size", "4"]
     else:
-        cmd = [_torchrun_or_skip(), "--nproc_per_node", "2", "--master_port", str(29531 + len(engine)), "-m",
+        cmd = [_torchrun_or_skip(), "--nproc_per_node", "2", "--master_port", str({"ddp": 29534, "zero2": 29535, "zero3": 29536}[engine]), "-m",
                "rrpo.cli", *common, "--batch-size", "2"]  # fmt: skip
         if engine != "ddp":
             cmd += ["--deepspeed", str(CONFIGS / f"deepspeed_{engine}.json")]

@@ -32,9 +32,22 @@ def _run_train(args: argparse.Namespace) -> int:
     from rrpo.train.trainer import train
 
     cfg = parse_train_args(args.extra_args)
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    finally:
+        _close_process_group()
     print(json.dumps({k: v for k, v in summary.items() if k != "skipped"}, indent=2))
     return 0
+
+
+def _close_process_group() -> None:
+    """End a multi-process run's process group before the interpreter exits: left to the interpreter's
+    teardown, gloo's worker threads now and then abort a rank ("terminate called without an active
+    exception") after the run has finished and written everything."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _run_merge(args: argparse.Namespace) -> int:
