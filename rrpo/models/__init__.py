@@ -11,9 +11,10 @@ Public API:
     encode_pair / collate_pairs / pair_forward   shared-prefix packed preference forward (packing/)
     SkipPair, EncodedPair, PairOutputs
 
-Adding a family: one module, `rrpo/models/families/<name>.py`, whose class subclasses `VideoLMAdapter`
-(rrpo/models/base.py: the hooks a family overrides, and the `tiny_*` hooks that build its test model),
-one line in `rrpo.models.registry`, and its real checkpoint files in the tests (docs/ARCHITECTURE.md).
+Adding a family: one module, `rrpo/models/families/<name>.py`, with its `FAMILY` declaration (read by
+`rrpo.models.registry` without importing it) and a class that subclasses `VideoLMAdapter`
+(rrpo/models/base.py: the hooks a family overrides, and the `tiny_*` hooks that build its test model), and
+its real checkpoint files in the tests (docs/ARCHITECTURE.md).
 Importing this package imports no family module: names resolve on first use (PEP 562), so `rrpo --help`
 and commands that never touch a model do not pay for torch and transformers.
 """

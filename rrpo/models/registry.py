@@ -1,21 +1,31 @@
-"""The model families rrpo supports: a registry of import strings (torch-free).
+"""The model families rrpo supports: a registry of import strings, found without importing anything.
 
 `rrpo --help`, `rrpo tiny-model --family`, the `--help` of every model-loading command and the test
-parametrisation read this list without importing a family's code (torch, transformers); a family's
-adapter class is imported the first time it is asked for (`family_class`).
+parametrisation read this list without importing a family's code (torch, transformers): each module in
+`rrpo/models/families/` (a package for a port) declares itself in a literal at its top,
 
-Adding a family: write `rrpo/models/families/<name>.py` (a package for a port) whose adapter subclasses
-`rrpo.models.base.VideoLMAdapter`, add its line below, and add its real checkpoint files to the tests.
-A family that needs loading options of its own (LongVU's towers, VideoChat2's base LLM) names them here
-with their help text: every model-loading command then offers them as flags and hands them to
-`load_model` (`rrpo.models.options`).
+    FAMILY = {"name": "internvl", "adapter": "InternVLAdapter", "order": 8, "options": {...}}
+
+which is read here with `ast.literal_eval`, never executed. The adapter class is imported the first time it
+is asked for (`family_class`).
+
+Adding a family is one file: `rrpo/models/families/<name>.py` with its `FAMILY` declaration and an adapter
+that subclasses `rrpo.models.base.VideoLMAdapter`, plus its real checkpoint files in the tests. A family
+with loading options of its own (LongVU's towers, VideoChat2's base LLM) names them in `options` with their
+help text: every model-loading command then offers them as flags and hands them to `load_model`
+(`rrpo.models.options`).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+FAMILIES_DIR = Path(__file__).resolve().parent / "families"
+FAMILIES_PACKAGE = "rrpo.models.families"
 
 
 @dataclass(frozen=True)
@@ -26,41 +36,53 @@ class FamilyEntry:
     name: str
     target: str
     options: dict[str, str] = field(default_factory=dict)
+    order: int = 1000
 
     @property
     def module(self) -> str:
         return self.target.partition(":")[0]
 
 
-_F = "rrpo.models.families"
-FAMILY_ENTRIES: tuple[FamilyEntry, ...] = (
-    FamilyEntry("qwen2-vl", f"{_F}.qwen2_vl:Qwen2VLAdapter"),
-    FamilyEntry("qwen2.5-vl", f"{_F}.qwen2_5_vl:Qwen25VLAdapter"),
-    FamilyEntry("qwen3-vl", f"{_F}.qwen3_vl:Qwen3VLAdapter"),
-    FamilyEntry("llava-onevision", f"{_F}.llava_onevision:LlavaOneVisionAdapter"),
-    FamilyEntry("llava-next-video", f"{_F}.llava_next_video:LlavaNextVideoAdapter"),
-    FamilyEntry(
-        "longvu",
-        f"{_F}.longvu:LongVUAdapter",
-        {
-            "vision_towers": "LongVU only: a directory holding its two towers as siglip/ and dinov2/ (default: "
-            "inside --model, else google/siglip-so400m-patch14-384 and facebook/dinov2-giant from the Hub)"
-        },
-    ),
-    FamilyEntry(
-        "videochat2",
-        f"{_F}.videochat2:VideoChat2Adapter",
-        {
-            "base_llm": "VideoChat2 only: the base LLM its stage 3 was trained on (default: --model's mistral/, "
-            "else mistralai/Mistral-7B-Instruct-v0.2)",
-            "qformer_tokenizer": "VideoChat2 only: the Q-Former's BERT tokenizer (default: --model's bert/, else "
-            "bert-base-uncased)",
-        },
-    ),
-    FamilyEntry("internvl", f"{_F}.internvl:InternVLAdapter"),
-    FamilyEntry("videollama3", f"{_F}.videollama3:VideoLlama3Adapter"),
-)
+def declared_family(path: Path) -> dict[str, Any] | None:
+    """The `FAMILY = {...}` literal at the top level of a module's source, or None."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "FAMILY" for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    return None
 
+
+def discover_families(
+    directory: Path = FAMILIES_DIR, package: str = FAMILIES_PACKAGE
+) -> tuple[FamilyEntry, ...]:
+    """Every family declared in `directory` (modules and packages), in their declared order."""
+    entries = []
+    for path in sorted(directory.iterdir()):
+        if path.suffix == ".py" and path.stem != "__init__":
+            source, module = path, f"{package}.{path.stem}"
+        elif path.is_dir() and (path / "__init__.py").is_file():
+            source, module = path / "__init__.py", f"{package}.{path.name}"
+        else:
+            continue
+        declared = declared_family(source)
+        if declared is None:
+            continue
+        entries.append(
+            FamilyEntry(
+                name=declared["name"],
+                target=f"{module}:{declared['adapter']}",
+                options=dict(declared.get("options", {})),
+                order=int(declared.get("order", 1000)),
+            )
+        )
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"two family modules declare the same name: {sorted(names)}")
+    return tuple(sorted(entries, key=lambda e: (e.order, e.name)))
+
+
+FAMILY_ENTRIES: tuple[FamilyEntry, ...] = discover_families()
 FAMILY_NAMES: tuple[str, ...] = tuple(e.name for e in FAMILY_ENTRIES)
 
 

@@ -19,6 +19,10 @@ from rrpo.models.base import VideoLMAdapter
 from rrpo.models.tiny_parts import qwen_tokenizer
 from rrpo.video.clip import Clip
 
+# What rrpo.models.registry reads without importing this module (a literal: the CLI's list of families,
+# its help and its family-only loading options come from it).
+FAMILY = {"name": "internvl", "adapter": "InternVLAdapter", "order": 8}
+
 # transformers' InternVL conversion template (the real files' chat_template): image -> <IMG_CONTEXT>,
 # video -> <video>, no system prompt.
 INTERNVL_TEMPLATE = (
@@ -42,7 +46,7 @@ IMAGE_TOKENS = {
 class InternVLAdapter(VideoLMAdapter):
     """InternVL3 / InternVL3.5 (-hf checkpoints): frames as 448-px images (module doc)."""
 
-    family = "internvl"
+    family = FAMILY["name"]
     model_types = ("internvl",)
     model_class = "InternVLForConditionalGeneration"
     encoder_modality = "image"

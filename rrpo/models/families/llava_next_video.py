@@ -10,9 +10,13 @@ from rrpo.models.families.llava_onevision import tiny_patch, tiny_vision
 from rrpo.models.tiny_parts import NEXT_VIDEO_TEMPLATE, llama_tokenizer
 from rrpo.video.clip import Clip
 
+# What rrpo.models.registry reads without importing this module (a literal: the CLI's list of families,
+# its help and its family-only loading options come from it).
+FAMILY = {"name": "llava-next-video", "adapter": "LlavaNextVideoAdapter", "order": 5}
+
 
 class LlavaNextVideoAdapter(VideoLMAdapter):
-    family = "llava-next-video"
+    family = FAMILY["name"]
     model_types = ("llava_next_video",)
     model_class = "LlavaNextVideoForConditionalGeneration"
     real_checkpoints = ("llava-next-video",)

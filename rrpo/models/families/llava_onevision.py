@@ -11,9 +11,13 @@ from rrpo.models.base import VideoLMAdapter
 from rrpo.models.tiny_parts import ONEVISION_TEMPLATE, qwen_tokenizer
 from rrpo.video.clip import Clip
 
+# What rrpo.models.registry reads without importing this module (a literal: the CLI's list of families,
+# its help and its family-only loading options come from it).
+FAMILY = {"name": "llava-onevision", "adapter": "LlavaOneVisionAdapter", "order": 4}
+
 
 class LlavaOneVisionAdapter(VideoLMAdapter):
-    family = "llava-onevision"
+    family = FAMILY["name"]
     model_types = ("llava_onevision",)
     model_class = "LlavaOnevisionForConditionalGeneration"
     real_checkpoints = ("llava-onevision",)

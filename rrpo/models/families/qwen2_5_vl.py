@@ -7,11 +7,15 @@ from typing import Any
 
 from rrpo.models.families.qwen2_vl import Qwen2VLAdapter
 
+# What rrpo.models.registry reads without importing this module (a literal: the CLI's list of families,
+# its help and its family-only loading options come from it).
+FAMILY = {"name": "qwen2.5-vl", "adapter": "Qwen25VLAdapter", "order": 2}
+
 
 class Qwen25VLAdapter(Qwen2VLAdapter):
     """Qwen2.5-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct): `second_per_grid_ts` = temporal patch / sampled fps."""
 
-    family = "qwen2.5-vl"
+    family = FAMILY["name"]
     model_types = ("qwen2_5_vl",)
     model_class = "Qwen2_5_VLForConditionalGeneration"
     real_checkpoints = ("qwen2.5-vl",)

@@ -29,6 +29,10 @@ from rrpo.models.base import VideoLMAdapter
 from rrpo.models.tiny_parts import mrope_section, qwen_ids, qwen_template, qwen_tokenizer
 from rrpo.video.clip import Clip
 
+# What rrpo.models.registry reads without importing this module (a literal: the CLI's list of families,
+# its help and its family-only loading options come from it).
+FAMILY = {"name": "qwen2-vl", "adapter": "Qwen2VLAdapter", "order": 1}
+
 # qwen-vl-utils' VIDEO_MAX_PIXELS for Qwen2/2.5-VL (= the Qwen2-VL video processor's own class default).
 QWEN2_VIDEO_MAX_PIXELS = 768 * 28 * 28
 
@@ -36,7 +40,7 @@ QWEN2_VIDEO_MAX_PIXELS = 768 * 28 * 28
 class Qwen2VLAdapter(VideoLMAdapter):
     """Qwen2-VL (e.g. Qwen/Qwen2-VL-7B-Instruct)."""
 
-    family = "qwen2-vl"
+    family = FAMILY["name"]
     model_types = ("qwen2_vl",)
     model_class = "Qwen2VLForConditionalGeneration"
     mrope = True

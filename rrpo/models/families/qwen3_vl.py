@@ -9,11 +9,15 @@ from typing import Any
 from rrpo.models.families.qwen2_5_vl import Qwen25VLAdapter
 from rrpo.models.tiny_parts import qwen_template, qwen_tokenizer
 
+# What rrpo.models.registry reads without importing this module (a literal: the CLI's list of families,
+# its help and its family-only loading options come from it).
+FAMILY = {"name": "qwen3-vl", "adapter": "Qwen3VLAdapter", "order": 3}
+
 
 class Qwen3VLAdapter(Qwen25VLAdapter):
     """Qwen3-VL (e.g. Qwen/Qwen3-VL-8B-Instruct): timestamps in the prompt come from `video_metadata`."""
 
-    family = "qwen3-vl"
+    family = FAMILY["name"]
     model_types = ("qwen3_vl",)
     model_class = "Qwen3VLForConditionalGeneration"
     real_checkpoints = ("qwen3-vl",)

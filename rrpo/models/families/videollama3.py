@@ -24,6 +24,10 @@ from rrpo.models.families.qwen2_vl import video_metadata
 from rrpo.models.tiny_parts import qwen_tokenizer
 from rrpo.video.clip import Clip
 
+# What rrpo.models.registry reads without importing this module (a literal: the CLI's list of families,
+# its help and its family-only loading options come from it).
+FAMILY = {"name": "videollama3", "adapter": "VideoLlama3Adapter", "order": 9}
+
 # The real files' template (reconstructed to reproduce transformers' integration-test ids): no system
 # prompt, image -> <|image_pad|>, video -> <|video_pad|>, each followed by a newline.
 VIDEOLLAMA3_TEMPLATE = (
@@ -41,7 +45,7 @@ VIDEOLLAMA3_TEMPLATE = (
 class VideoLlama3Adapter(VideoLMAdapter):
     """VideoLLaMA3 (native -HF checkpoints): timed frames, content-dependent token count (module doc)."""
 
-    family = "videollama3"
+    family = FAMILY["name"]
     model_types = ("video_llama_3",)
     model_class = "VideoLlama3ForConditionalGeneration"
     real_checkpoints = ("videollama3",)

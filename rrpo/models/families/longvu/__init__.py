@@ -5,4 +5,18 @@ two towers and the official geometry rules), `loading` (the released layout, tin
 
 from rrpo.models.families.longvu.adapter import LongVUAdapter
 
+# What rrpo.models.registry reads without importing this module (a literal: the CLI's list of families,
+# its help and its family-only loading options come from it).
+FAMILY = {
+    "name": "longvu",
+    "adapter": "LongVUAdapter",
+    "order": 6,
+    "options": {
+        "vision_towers": (
+            "LongVU only: a directory holding its two towers as siglip/ and dinov2/ (default: inside "
+            "--model, else google/siglip-so400m-patch14-384 and facebook/dinov2-giant from the Hub)"
+        ),
+    },
+}
+
 __all__ = ["LongVUAdapter"]
