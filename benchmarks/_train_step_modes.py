@@ -376,6 +376,22 @@ def _loss(pc, pr, rc, rr, c_spans, r_spans, c_kl, c_mask, r_mask, args) -> torch
 # ------------------------------------------------------------------------------------------------------
 # full-logit helpers (paper_style, trl_style, paper_code)
 # ------------------------------------------------------------------------------------------------------
+def pair_outputs_loss(out, args) -> torch.Tensor:
+    """The RRPO loss of `pair_forward`'s outputs (a `PairOutputs`)."""
+    return _loss(
+        out.policy_chosen_logps,
+        out.policy_rejected_logps,
+        out.ref_chosen_logps,
+        out.ref_rejected_logps,
+        out.chosen_span_ids,
+        out.rejected_span_ids,
+        out.chosen_kl,
+        out.chosen_mask,
+        out.rejected_mask,
+        args,
+    )
+
+
 def _mm(vlm, batch, side: str, rows: int = 1) -> dict[str, torch.Tensor]:
     """HF forward kwargs of one plain side (prefix + response), the video repeated for `rows` rows."""
     kw = {k: batch[k] for k in vlm.mm_keys() if k in batch}
@@ -597,18 +613,7 @@ def prepare_mode(mode: str, setup: Setup, args) -> tuple[Callable[[Timer], float
             timer.start()
             out = pair_forward(vlm, model, batch, reference=True, chunk_size=args.chunk_size, packed=False)
             timer.mark("two plain passes (policy+reference+fused logps/KL)")
-            loss = _loss(
-                out.policy_chosen_logps,
-                out.policy_rejected_logps,
-                out.ref_chosen_logps,
-                out.ref_rejected_logps,
-                out.chosen_span_ids,
-                out.rejected_span_ids,
-                out.chosen_kl,
-                out.chosen_mask,
-                out.rejected_mask,
-                args,
-            )
+            loss = pair_outputs_loss(out, args)
             timer.mark("loss")
             return finish(loss, timer)
 
@@ -628,22 +633,7 @@ def causal_only_loss(setup: Setup, args) -> float:
         out = pair_forward(
             setup.vlm, model, setup.batch, reference=True, chunk_size=args.chunk_size, causal_mask_only=True
         )
-    b = setup.batch
-    c_mask, r_mask = b["chosen_labels"] != IGNORE_INDEX, b["rejected_labels"] != IGNORE_INDEX
-    return float(
-        _loss(
-            out.policy_chosen_logps,
-            out.policy_rejected_logps,
-            out.ref_chosen_logps,
-            out.ref_rejected_logps,
-            out.chosen_span_ids,
-            out.rejected_span_ids,
-            out.chosen_kl,
-            c_mask,
-            r_mask,
-            args,
-        )
-    )
+    return float(pair_outputs_loss(out, args))
 
 
 def lora_grads(model) -> dict[str, torch.Tensor]:
