@@ -44,7 +44,7 @@ from rrpo.models import EncodedPair, build_tiny_model, collate_pairs, load_model
 from rrpo.models.base import is_language_param
 from rrpo.models.packing import IGNORE_INDEX, encode_prefix
 
-MODES = ("ours", "paper_style", "trl_style", "paper_code", "ours_shared_prefix", "plain")
+MODES = ("ours", "paper_style", "trl_style", "paper_code", "ours_shared_prefix", "plain", "ours_flex")
 DEFAULT_MODES = ("ours", "paper_style", "trl_style")
 PROMPT = "Describe what happens in the video, step by step."
 
@@ -293,7 +293,7 @@ def estimate_flops(mode: str, tokens: dict[str, int], params: dict[str, int], lo
     def bwd(length: int, rows: int) -> float:
         return 2.0 * body * length + 4.0 * lora * length + 8.0 * layers * length**2 * h + 2.0 * vh * rows
 
-    if mode in ("ours", "ours_shared_prefix"):  # the same work; the segment attention skips masked blocks
+    if mode in ("ours", "ours_shared_prefix", "ours_flex"):  # the same work; segments skip masked blocks
         packed = p + c + r
         return fwd(packed, c + r, lora) + fwd(packed, c + r, 0) + 4.0 * vh * (c + r) + bwd(packed, 0) + vision
     if mode == "plain":  # two sequences, fused head at response rows; the reference reuses the video
@@ -512,13 +512,13 @@ def prepare_mode(mode: str, setup: Setup, args) -> tuple[Callable[[Timer], float
         timer.mark("optimizer")
         return float(loss.detach())
 
-    if mode in ("ours", "ours_shared_prefix"):
+    if mode in ("ours", "ours_shared_prefix", "ours_flex"):
         from rrpo.train.trainer import PairForward
 
-        if mode == "ours_shared_prefix":  # --attn-implementation shared-prefix: no L x L mask
+        if mode != "ours":  # --attn-implementation shared-prefix(-flex): no L x L mask
             import rrpo.models.packing.attention  # noqa: F401  (registers it with transformers)
 
-            vlm.packed_attention = "shared-prefix"
+            vlm.packed_attention = "shared-prefix-flex" if mode == "ours_flex" else "shared-prefix"
         module = PairForward(model, vlm, args.chunk_size)
 
         def step(timer: Timer) -> float:

@@ -504,3 +504,35 @@ def test_pair_packing_needs_the_shared_prefix_attention(setup):
     batch = collate_pairs(vlm, encoded, layout="packed", pack_tokens=10**6)
     with pytest.raises(RRPOError, match="needs --attn-implementation shared-prefix"):
         pair_forward(vlm, vlm.model, batch, attention="mask")
+
+
+def test_shared_prefix_flex_attention_forward_equals_the_sdpa_segments(setup):
+    """FlexAttention with the packed rows' BlockMask (one call for all rows): the same forward numbers as
+    the SDPA segments, one pair per row and several pairs per row (its backward runs only on a GPU)."""
+    family, _, vlm, encoded = setup
+    layouts = [collate_pairs(vlm, encoded, layout="packed")]
+    if not vlm.ported:
+        layouts.append(collate_pairs(vlm, encoded, layout="packed", pack_tokens=10**6))
+    for batch in layouts:
+        with torch.no_grad():
+            sdpa = pair_forward(vlm, vlm.model, batch, attention="shared-prefix")
+            flex = pair_forward(vlm, vlm.model, batch, attention="shared-prefix-flex")
+        for name in (
+            "policy_chosen_logps",
+            "policy_rejected_logps",
+            "ref_chosen_logps",
+            "chosen_kl",
+            "rejected_kl",
+        ):
+            assert torch.allclose(getattr(sdpa, name), getattr(flex, name), atol=1e-5, rtol=1e-5), (
+                family,
+                name,
+            )
+
+
+def test_shared_prefix_flex_training_on_cpu_is_refused():
+    from rrpo.errors import RRPOError
+    from rrpo.train.config import parse_train_args
+
+    with pytest.raises(RRPOError, match="shared-prefix-flex trains on GPUs only"):
+        parse_train_args(["--attn-implementation", "shared-prefix-flex"])

@@ -136,12 +136,14 @@ DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": t
 # cannot express "rejected tokens do not see chosen ones"), so it is not offered.
 # "shared-prefix": the model loads with sdpa (its vision tower and generation keep it) and the packed pair
 # pass runs the segment attention of rrpo.models.packing.attention (no L x L mask).
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "shared-prefix")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "shared-prefix", "shared-prefix-flex")
 ATTN_HELP = (
     "attention of the packed pair pass (default sdpa: the dense 4D mask through the model's own sdpa, the "
     "reference path; eager: the same through eager attention; shared-prefix: prefix+chosen causal and "
     "rejected over the prefix's keys and its own, on fused SDPA kernels, never an L x L mask: less memory "
-    "on long rows). flash-attention-2 is not offered: it cannot take the dense mask"
+    "on long rows; shared-prefix-flex: the same through FlexAttention with a BlockMask, one compiled kernel "
+    "for all rows on a GPU, forward-only on CPU). flash-attention-2 is not offered: it cannot take the dense "
+    "mask"
 )
 
 
@@ -253,8 +255,8 @@ def load_model(
             f"--attn-implementation {attn_implementation!r}: choose {', '.join(ATTN_IMPLEMENTATIONS)} "
             "(flash-attention-2 cannot take the packed pair forward's 4D float mask)"
         )
-    packed_attention = "shared-prefix" if attn_implementation == "shared-prefix" else "mask"
-    if packed_attention == "shared-prefix":
+    packed_attention = attn_implementation if attn_implementation.startswith("shared-prefix") else "mask"
+    if packed_attention != "mask":
         import rrpo.models.packing.attention  # noqa: F401  (registers the function with transformers)
 
         attn_implementation = "sdpa"
@@ -291,8 +293,8 @@ def load_model(
     )
     vlm.source = str(model_dir)  # the resolved directory (a Hub id's snapshot), for reports
     vlm.packed_attention = packed_attention  # what pair_forward's packed pass uses by default
-    if packed_attention == "shared-prefix":
+    if packed_attention != "mask":
         from rrpo.models.packing.attention import use_shared_prefix_attention
 
-        use_shared_prefix_attention(vlm.language_model)
+        use_shared_prefix_attention(vlm.language_model, flex=packed_attention == "shared-prefix-flex")
     return vlm

@@ -59,7 +59,7 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
     p.add_argument(
         "--attn-implementation",
         dest="attn_implementation",
-        choices=("sdpa", "eager", "shared-prefix"),
+        choices=("sdpa", "eager", "shared-prefix", "shared-prefix-flex"),
         default=d("sdpa"),
         help="attention of the packed pair pass (default sdpa; shared-prefix: no L x L mask, see rrpo train "
         "--help)",

@@ -234,6 +234,11 @@ class RRPOConfig(TrainingArguments):
             # Without a GPU, say so: only then does accelerate set up CPU data parallelism (torchrun /
             # accelerate launch --cpu), which needs gloo. GPUs pick nccl themselves.
             self.use_cpu = not torch.cuda.is_available()
+        if self.attn_implementation == "shared-prefix-flex" and self.use_cpu:
+            raise RRPOError(
+                "--attn-implementation shared-prefix-flex trains on GPUs only: FlexAttention's backward does not "
+                "run on CPU (torch's eager flex path); use shared-prefix, the same attention on SDPA"
+            )
         wants_fsdp = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
         if wants_fsdp and self.use_cpu:
             # accelerate shards with FSDP only on GPU-like processes; on CPU it would silently run DDP.
@@ -289,7 +294,7 @@ class RRPOConfig(TrainingArguments):
             (self.chunk_size >= 1, "chunk_size must be >= 1"),
             (self.pack_pairs is None or self.pack_pairs >= 1, "pack_pairs must be >= 1 (tokens per row)"),
             (
-                self.pack_pairs is None or self.attn_implementation == "shared-prefix",
+                self.pack_pairs is None or self.attn_implementation.startswith("shared-prefix"),
                 "pack_pairs needs --attn-implementation shared-prefix (several pairs in one row)",
             ),
             (0.0 <= self.max_skip_fraction <= 1.0, "max_skip_fraction must be in [0, 1]"),

@@ -34,6 +34,10 @@ import torch
 import torch.nn.functional as F
 
 SHARED_PREFIX_ATTENTION = "rrpo_shared_prefix"
+# The same attention through FlexAttention with a BlockMask (`--attn-implementation shared-prefix-flex`): one
+# kernel call per layer for all rows, compiled on CUDA. Its backward does not run on CPU (torch's eager flex
+# path), so on CPU it is tested for the forward only.
+SHARED_PREFIX_FLEX = "rrpo_shared_prefix_flex"
 
 
 def segment_lengths_mask(
@@ -124,20 +128,98 @@ def _attend_pair(out, q, k, v, s: int, p: int, c: int, r: int, p_drop: float, sc
         )
 
 
+def segment_layout(attention_mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column of each row: the pair it belongs to ([R, L], -1 on padding) and its part (0 prefix,
+    1 chosen, 2 rejected), from a `segment_lengths_mask`."""
+    rows = attention_mask.shape[0]
+    pair = torch.full((rows, length), -1, dtype=torch.long)
+    part = torch.zeros((rows, length), dtype=torch.long)
+    for row, slots in enumerate(attention_mask[:, 0].tolist()):
+        start = 0
+        for k, (p, c, r) in enumerate(slots):
+            pair[row, start : start + p + c + r] = k
+            part[row, start + p : start + p + c] = 1
+            part[row, start + p + c : start + p + c + r] = 2
+            start += p + c + r
+    dev = attention_mask.device
+    return pair.to(dev), part.to(dev)
+
+
+_BLOCK_MASKS: dict[int, Any] = {}  # the current forward's BlockMask, built once for all its layers
+
+
+def shared_prefix_block_mask(attention_mask: torch.Tensor, length: int) -> Any:
+    """FlexAttention BlockMask of packed rows: same pair, causal, rejected queries never see chosen keys."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    key = (id(attention_mask), length)
+    cached = _BLOCK_MASKS.get(key)
+    if cached is not None and cached[0] is attention_mask:
+        return cached[1]
+    pair, part = segment_layout(attention_mask, length)
+
+    def mask_mod(b, h, q, kv):  # noqa: ANN001, ANN202 - FlexAttention's signature
+        same = (pair[b, q] == pair[b, kv]) & (pair[b, q] >= 0)
+        return same & (kv <= q) & ~((part[b, q] == 2) & (part[b, kv] == 1))
+
+    block = create_block_mask(
+        mask_mod, attention_mask.shape[0], None, length, length, device=attention_mask.device
+    )
+    _BLOCK_MASKS.clear()
+    _BLOCK_MASKS[key] = (attention_mask, block)
+    return block
+
+
+def shared_prefix_flex_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """`shared_prefix_attention` through FlexAttention (one call for every row); attention dropout, which
+    FlexAttention does not do, falls back to the SDPA segments."""
+    if not is_segment_mask(attention_mask) or (dropout and module.training):
+        return shared_prefix_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+    from torch.nn.attention.flex_attention import flex_attention
+
+    block = shared_prefix_block_mask(attention_mask, query.shape[2])
+    run = _compiled_flex() if query.is_cuda else flex_attention
+    out = run(query, key, value, block_mask=block, scale=scaling, enable_gqa=key.shape[1] != query.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+_COMPILED: list[Any] = []
+
+
+def _compiled_flex() -> Any:
+    """flex_attention compiled once (its fused kernel on CUDA)."""
+    if not _COMPILED:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _COMPILED.append(torch.compile(flex_attention))
+    return _COMPILED[0]
+
+
 def register() -> None:
-    """Register the function, and sdpa's mask builder for ordinary forwards, with transformers
+    """Register both functions, and sdpa's mask builder for ordinary forwards, with transformers
     (idempotent; done on import of this module)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
+    AttentionInterface.register(SHARED_PREFIX_FLEX, shared_prefix_flex_attention)
     AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)
+    AttentionMaskInterface.register(SHARED_PREFIX_FLEX, sdpa_mask)
 
 
-def use_shared_prefix_attention(language_model: torch.nn.Module) -> None:
+def use_shared_prefix_attention(language_model: torch.nn.Module, *, flex: bool = False) -> None:
     """Point `language_model`'s attention layers at the shared-prefix function (its config alone: a vision
     tower with a config of its own keeps its attention). Ordinary forwards then run transformers' sdpa."""
-    language_model.config._attn_implementation = SHARED_PREFIX_ATTENTION
+    language_model.config._attn_implementation = SHARED_PREFIX_FLEX if flex else SHARED_PREFIX_ATTENTION
 
 
 register()

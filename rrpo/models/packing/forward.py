@@ -15,7 +15,7 @@ from rrpo.models.packing.attention import segment_lengths_mask, use_shared_prefi
 from rrpo.models.packing.collate import IGNORE_INDEX, packed_position_ids, pair_placement
 
 # How the packed row's attention is computed (`pair_forward(attention=...)`, `--attn-implementation`).
-PACKED_ATTENTIONS = ("mask", "shared-prefix")
+PACKED_ATTENTIONS = ("mask", "shared-prefix", "shared-prefix-flex")
 
 
 @dataclass
@@ -200,13 +200,14 @@ def pair_forward(
             raise RRPOError(
                 f"pair_forward: attention must be one of {', '.join(PACKED_ATTENTIONS)}, got {attention!r}"
             )
-        segments = attention == "shared-prefix" and not causal_mask_only
+        segments = attention.startswith("shared-prefix") and not causal_mask_only
         pair_row, pair_off = pair_placement(b)
         if "pair_rows" in b and not segments:
             raise RRPOError("pair packing (--pack-pairs) needs --attn-implementation shared-prefix")
         if segments:
             mask = segment_lengths_mask(p_len, c_len, r_len, pair_row, ids.shape[0])
-            use_shared_prefix_attention(vlm.language_model)  # stays on: checkpointing recomputes later
+            # stays on: checkpointing recomputes the layers after the forward has returned
+            use_shared_prefix_attention(vlm.language_model, flex=attention == "shared-prefix-flex")
         else:
             mask = packed_attention_mask(
                 p_len, c_len, r_len, ids.shape[1], dtype=dtype, device=dev, causal_only=causal_mask_only
