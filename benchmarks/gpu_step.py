@@ -66,22 +66,24 @@ def _error(stderr: str) -> str:
 
 
 def run_mode(base: list[str], mode: str, checkpointing: bool, timeout: int) -> tuple[dict, dict]:
-    """(the mode's entry, the run's shared facts: tokens, config, device) from one train_step.py run."""
-    cmd = [
-        sys.executable,
-        TRAIN_STEP,
-        "--modes",
-        mode,
-        *base,
-        *(["--checkpointing"] if checkpointing else []),
-    ]
+    """(the mode's entry, the run's shared facts: tokens, config, device) from one fresh worker process of
+    train_step.py, summarised by train_step.py's own rules (MFU, FLOP estimate)."""
+    sys.path.insert(0, HERE)
+    import train_step
+
+    args = train_step.parse_args([*base, "--modes", mode, *(["--checkpointing"] if checkpointing else [])])
+    cmd = [sys.executable, TRAIN_STEP, f"--worker={mode}", *train_step.worker_args(args)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=os.path.dirname(HERE))
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish in {timeout} s"}, {}
     if proc.returncode != 0:
         return {"error": _error(proc.stderr)}, {}
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    if args.chunk_size is None:  # resolved inside the worker; the same default for the report
+        from rrpo.train.config import TrainConfig
+
+        args.chunk_size = TrainConfig.__dataclass_fields__["chunk_size"].default
+    summary = train_step.summarise(args, {mode: [json.loads(proc.stdout.strip().splitlines()[-1])]})
     entry = dict(summary[mode])
     tokens = summary["tokens"]
     entry["tokens_per_second"] = round(

@@ -61,7 +61,7 @@ CHECK = {
 }
 
 
-def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument(
@@ -351,7 +351,7 @@ def _estimate_only(args) -> dict:
 # ------------------------------------------------------------------------------------------------------
 # orchestration
 # ------------------------------------------------------------------------------------------------------
-def _passthrough(args) -> list[str]:
+def worker_args(args) -> list[str]:
     keys = (
         "device dtype family frames height width response_tokens vocab hidden layers lora_r lora_b_std lr beta "
         "alpha chunk_size repeats threads seed preset"
@@ -366,7 +366,7 @@ def _passthrough(args) -> list[str]:
 
 def _run_worker(args, mode: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), f"--worker={mode}", *_passthrough(args)],
+        [sys.executable, os.path.abspath(__file__), f"--worker={mode}", *worker_args(args)],
         capture_output=True,
         text=True,
         check=False,
@@ -428,7 +428,7 @@ def _ratio(a: float | None, b: float | None, digits: int = 2) -> float | None:
     return None if a is None or b is None or b == 0 else round(a / b, digits)
 
 
-def _summarise(args, samples: dict[str, list[dict]]) -> dict:
+def summarise(args, samples: dict[str, list[dict]]) -> dict:
     device = _device_name(args)
     peak = _peak_tflops(args, device)
     out: dict = {}
@@ -497,7 +497,7 @@ def _summarise(args, samples: dict[str, list[dict]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+    args = parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(args)))
         return 0
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         from rrpo.train.config import TrainConfig
 
         args.chunk_size = TrainConfig.__dataclass_fields__["chunk_size"].default
-    print(json.dumps(_summarise(args, samples)))
+    print(json.dumps(summarise(args, samples)))
     return 0
 
 
