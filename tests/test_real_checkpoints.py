@@ -676,3 +676,20 @@ def test_reused_video_tensors_equal_one_processor_call(family, vlms):
     )
     for key, value in alone.items():
         assert torch.equal(again[key], value) if torch.is_tensor(value) else again[key] == value, key
+
+
+def test_tiny_model_from_config_shrinks_a_real_checkpoint(real_dir, tmp_path, capsys):
+    """`rrpo tiny-model --from-config DIR`: a random-weight model of the real class from a checkpoint's own
+    files, vocabulary and template kept, that loads and answers (the fixtures README's recipe)."""
+    from rrpo.cli import main
+
+    out = tmp_path / "shrunk"
+    assert main(["tiny-model", "--from-config", str(real_dir / "qwen3-vl"), "--out", str(out)]) == 0
+    vlm = load_model(out, num_frames=4)
+    real = json.loads((real_dir / "qwen3-vl" / "config.json").read_text())
+    assert vlm.family == "qwen3-vl" and not (out / "rrpo_family.json").exists()
+    assert vlm.hf_model.config.text_config.vocab_size == real["text_config"]["vocab_size"]
+    assert vlm.hf_model.config.text_config.hidden_size == 64
+    assert len(vlm.generate([(_clip(64, 64, t=4), "q")], max_new_tokens=2)) == 1
+    assert main(["tiny-model", "--out", str(tmp_path / "x")]) == 1
+    assert "give --family or --from-config" in capsys.readouterr().err

@@ -15,7 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "locally trained byte-level BPE tokenizer, a chat template and the family's processor, saved so "
         "that from_pretrained(OUT) works offline.",
     )
-    p.add_argument("--family", required=True, choices=FAMILY_NAMES)
+    p.add_argument("--family", choices=FAMILY_NAMES, help="the family to build (or --from-config)")
+    p.add_argument(
+        "--from-config",
+        dest="from_config",
+        default=None,
+        help="shrink a real checkpoint's non-weight files (config, processor, chat template, tokenizer, "
+        "generation config) in DIR to a random-weight model of its real class: vocabulary, token ids, "
+        "patch / merge sizes and processor settings kept, layers and widths shrunk (a smoke-test model of "
+        "your own checkpoint)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden-size", type=int, default=64, help="text model hidden size (default 64)")
@@ -48,7 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_tiny_model(args: argparse.Namespace) -> int:
-    from rrpo.models.tiny import build_tiny_model
+    from rrpo.errors import RRPOError
+    from rrpo.models.tiny import build_tiny_model, shrink_checkpoint
+
+    if args.from_config:
+        out = shrink_checkpoint(args.from_config, args.out, family=args.family, seed=args.seed)
+        print(f"wrote a shrunk random-weight copy of {args.from_config} to {out}")
+        return 0
+    if not args.family:
+        raise RRPOError("rrpo tiny-model: give --family or --from-config")
 
     out = build_tiny_model(
         args.family,
