@@ -88,7 +88,9 @@ def shrink_checkpoint(src: str | Path, out: str | Path, *, family: str | None = 
     src, out = Path(src), Path(out)
     cls = family_class(family or family_of(src))
     if cls.ported:
-        raise RRPOError(f"{src}: {cls.family} is a port with a layout of its own; build its tiny model with --family")
+        raise RRPOError(
+            f"{src}: {cls.family} is a port with a layout of its own; build its tiny model with --family"
+        )
     cfg = AutoConfig.from_pretrained(src)
     text, vision = cfg.text_config, cfg.vision_config
     for key, value in SHRUNK_TEXT.items():
