@@ -179,3 +179,15 @@ def test_bad_inputs_raise_clear_errors(qwen):
         encode_pair(qwen, frames, "q", "abc", "abd", [(2, 3)], [None])
     with pytest.raises(RRPOError, match=r"frames must be uint8 \[T, H, W, 3\], got float32"):
         encode_pair(qwen, frames.astype(np.float32), "q", "abc", "abd", [(2, 3)], [(2, 3)])
+
+
+def test_generation_gives_back_every_submodules_mode(tiny_dirs):
+    """A model in training mode with a frozen part in eval mode (its dropout off) has exactly those modes
+    after generating: a blanket train() afterwards would switch that part's dropout on."""
+    vlm = load_model(tiny_dirs["qwen2-vl"], num_frames=NUM_FRAMES)
+    vlm.model.train()
+    vlm.inner.visual.eval()
+    before = {name: m.training for name, m in vlm.model.named_modules()}
+    vlm.generate([(_frames(vlm), "What happens?")], max_new_tokens=2)
+    assert {name: m.training for name, m in vlm.model.named_modules()} == before
+    assert vlm.model.training and not vlm.inner.visual.training

@@ -9,6 +9,8 @@ Qwen), which modules LoRA may target, and how to reach the language model and LM
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -382,32 +384,32 @@ class VideoLMAdapter:
         """
         out: list[str] = []
         tok = self.tokenizer
-        was_training = self.model.training
-        self.model.eval()
         old_side = tok.padding_side
         tok.padding_side = "left"
         try:
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                clips = [as_clip(f, where=f"item {start + i}") for i, (f, _) in enumerate(chunk)]
-                texts = [self.prompt_text(p) for _, p in chunk]
-                inputs = self.video_inputs(texts, clips, padding=True)
-                inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-                for key in [k for k in inputs if k.startswith("pixel_values")]:
-                    inputs[key] = inputs[key].to(self.dtype)  # every family's pixels, in the weights' dtype
-                gen = self.model.generate(
-                    **inputs,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    num_beams=1,
-                    pad_token_id=self.pad_token_id,
-                    eos_token_id=self.stop_token_ids,
-                )
-                new = gen[:, inputs["input_ids"].shape[1] :]
-                out.extend(s.strip() for s in tok.batch_decode(new, skip_special_tokens=True))
+            with eval_mode(self.model):
+                for start in range(0, len(items), batch_size):
+                    chunk = items[start : start + batch_size]
+                    clips = [as_clip(f, where=f"item {start + i}") for i, (f, _) in enumerate(chunk)]
+                    texts = [self.prompt_text(p) for _, p in chunk]
+                    inputs = self.video_inputs(texts, clips, padding=True)
+                    inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+                    for key in [k for k in inputs if k.startswith("pixel_values")]:
+                        inputs[key] = inputs[key].to(
+                            self.dtype
+                        )  # every family's pixels, in the weights' dtype
+                    gen = self.model.generate(
+                        **inputs,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        num_beams=1,
+                        pad_token_id=self.pad_token_id,
+                        eos_token_id=self.stop_token_ids,
+                    )
+                    new = gen[:, inputs["input_ids"].shape[1] :]
+                    out.extend(s.strip() for s in tok.batch_decode(new, skip_special_tokens=True))
         finally:
             tok.padding_side = old_side
-            self.model.train(was_training)
         return out
 
     @property
@@ -477,6 +479,20 @@ def check_frames(frames: np.ndarray, *, where: str = "frames") -> np.ndarray:
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 1:
         raise RRPOError(f"{where}: frames must be uint8 [T, H, W, 3], got {arr.dtype} {tuple(arr.shape)}")
     return arr
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """`model` in eval mode for the duration, then every submodule back in the mode it had: a blanket
+    `train(was_training)` would switch on the dropout of frozen parts (a vision tower, a Q-Former) that were
+    in eval mode under a model in training mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def is_peft_model(model) -> bool:

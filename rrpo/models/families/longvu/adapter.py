@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rrpo.models.base import SkipPair, SplicedInner, VideoLMAdapter, as_clip
+from rrpo.models.base import SkipPair, SplicedInner, VideoLMAdapter, as_clip, eval_mode
 from rrpo.models.families.longvu.modeling import IMAGE_TOKEN_INDEX
 from rrpo.models.families.longvu.vision import unpad_grid
 from rrpo.video.clip import Clip
@@ -154,9 +154,7 @@ class LongVUAdapter(VideoLMAdapter):
         """Greedy answers through the official inference path, one item at a time (`batch_size` unused:
         each video has its own token budget)."""
         out = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             for i, (frames, prompt) in enumerate(items):
                 clip = as_clip(frames, where=f"item {i}")
                 ids = torch.tensor(
@@ -174,8 +172,6 @@ class LongVUAdapter(VideoLMAdapter):
                     eos_token_id=self.stop_token_ids,
                 )
                 out.append(self.tokenizer.decode(new[0], skip_special_tokens=True).strip())
-        finally:
-            self.model.train(was_training)
         return out
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rrpo.models.base import SplicedInner, VideoLMAdapter, as_clip
+from rrpo.models.base import SplicedInner, VideoLMAdapter, as_clip, eval_mode
 from rrpo.models.families.videochat2.configuration import (
     INSTRUCTION,
     STAGE3_FILE,
@@ -155,9 +155,7 @@ class VideoChat2Adapter(VideoLMAdapter):
 
         out = []
         model = self.hf_model
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             for i, (frames, question) in enumerate(items):
                 clip = as_clip(frames, where=f"item {i}")
                 pixels = videochat2_pixels(clip.frames).unsqueeze(0).to(self.device, self.dtype)
@@ -175,8 +173,6 @@ class VideoChat2Adapter(VideoLMAdapter):
                 embeds = torch.cat([embed(ids0), visual.to(embed.weight.dtype), embed(ids1)], dim=1)
                 new = self.model_generate(embeds, max_new_tokens)
                 out.append(self.tokenizer.decode(new[0], skip_special_tokens=True).strip())
-        finally:
-            self.model.train(was_training)
         return out
 
     def model_generate(self, embeds: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
