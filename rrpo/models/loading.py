@@ -10,6 +10,7 @@ import torch
 
 from rrpo.errors import RRPOError
 from rrpo.models.base import VideoLMAdapter
+from rrpo.models.options import ATTN_IMPLEMENTATIONS
 from rrpo.models.registry import family_class, family_classes, family_options
 from rrpo.models.tiny_parts import FAMILY_FILE
 
@@ -132,21 +133,10 @@ def recorded_frame_size(model_dir: str | Path) -> tuple[int, int] | None:
 
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
 # The packed pair forward passes a float 4D mask; flash-attention-2 takes only a 2D padding mask (it
 # cannot express "rejected tokens do not see chosen ones"), so it is not offered.
-# "shared-prefix": the model loads with sdpa (its vision tower and generation keep it) and the packed pair
-# pass runs the segment attention of rrpo.models.packing.attention (no L x L mask).
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "shared-prefix", "shared-prefix-flex")
-ATTN_HELP = (
-    "attention of the packed pair pass (default sdpa: the dense 4D mask through the model's own sdpa, the "
-    "reference path; eager: the same through eager attention; shared-prefix: prefix+chosen causal and "
-    "rejected over the prefix's keys and its own, on fused SDPA kernels, never an L x L mask: less memory "
-    "on long rows; shared-prefix-flex: the same through FlexAttention with a BlockMask, one compiled kernel "
-    "for all rows on a GPU, forward-only on CPU). flash-attention-2 is not offered: it cannot take the dense "
-    "mask"
-)
-
-
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """ "auto"/None: bf16 on a GPU that supports it, else fp32 (CPU); or "bf16", "fp16", "fp32"."""
     if isinstance(dtype, torch.dtype):
@@ -257,9 +247,7 @@ def load_model(
         )
     packed_attention = attn_implementation if attn_implementation.startswith("shared-prefix") else "mask"
     if packed_attention != "mask":
-        import rrpo.models.packing.attention  # noqa: F401  (registers the function with transformers)
-
-        attn_implementation = "sdpa"
+        attn_implementation = "sdpa"  # the vision tower and generation keep sdpa
     model_dir = resolve_model(model_dir, revision=revision)
     family = family_of(model_dir)
     cls = family_class(family)

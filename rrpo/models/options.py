@@ -15,6 +15,20 @@ TOKENS_16_FRAMES_16_9 = (
 )
 
 
+# "shared-prefix(-flex)": the model loads with sdpa (its vision tower and generation keep it) and the packed
+# pair pass runs the segment attention of rrpo.models.packing.attention (no L x L mask). flash-attention-2
+# is not offered: it takes only a 2D padding mask, which cannot say "rejected tokens do not see chosen ones".
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "shared-prefix", "shared-prefix-flex")
+ATTN_HELP = (
+    "attention of the packed pair pass (default sdpa: the dense 4D mask through the model's own sdpa, the "
+    "reference path; eager: the same through eager attention; shared-prefix: prefix+chosen causal and "
+    "rejected over the prefix's keys and its own, on fused SDPA kernels, never an L x L mask: less memory "
+    "on long rows; shared-prefix-flex: the same through FlexAttention with a BlockMask, one compiled kernel "
+    "for all rows on a GPU, forward-only on CPU). flash-attention-2 is not offered: it cannot take the dense "
+    "mask"
+)
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (argparse reports anything else in one line, naming the flag)."""
     try:
@@ -59,7 +73,7 @@ def add_model_options(p: argparse.ArgumentParser, *, video: bool = True, none_de
     p.add_argument(
         "--attn-implementation",
         dest="attn_implementation",
-        choices=("sdpa", "eager", "shared-prefix", "shared-prefix-flex"),
+        choices=ATTN_IMPLEMENTATIONS,
         default=d("sdpa"),
         help="attention of the packed pair pass (default sdpa; shared-prefix: no L x L mask, see rrpo train "
         "--help)",

@@ -20,12 +20,16 @@ from rrpo.errors import RRPOError
 
 
 def video_metadata_dict(clip: Any) -> dict[str, Any]:
-    """A clip's timing as vLLM's video metadata (plain values): what transformers' `VideoMetadata` says."""
+    """A clip's timing as vLLM's video metadata: the fields of the `VideoMetadata` the transformers backend
+    hands its processor (`rrpo.models.families.qwen2_vl.video_metadata`), as plain values."""
+    from rrpo.models.families.qwen2_vl import video_metadata
+
+    meta = video_metadata(clip)
     return {
-        "fps": float(clip.source_fps),
-        "frames_indices": [int(i) for i in clip.frame_indices],
-        "total_num_frames": int(clip.segment_frames),
-        "duration": float(clip.duration),
+        "fps": meta.fps,
+        "frames_indices": list(meta.frames_indices),
+        "total_num_frames": meta.total_num_frames,
+        "duration": meta.duration,
         "do_sample_frames": False,
     }
 

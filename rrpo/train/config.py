@@ -25,8 +25,8 @@ from transformers import HfArgumentParser, SchedulerType, TrainingArguments
 
 from rrpo.errors import RRPOError
 from rrpo.losses.registry import LOSS_SPECS, LOSS_TYPES, default_alpha, loss_spec
-from rrpo.models.loading import ATTN_HELP, ATTN_IMPLEMENTATIONS, DTYPES, resolve_dtype
-from rrpo.models.options import TOKENS_16_FRAMES_16_9
+from rrpo.models.loading import DTYPES, resolve_dtype
+from rrpo.models.options import ATTN_HELP, ATTN_IMPLEMENTATIONS, TOKENS_16_FRAMES_16_9
 
 CONFIG_FILE = "rrpo_train_config.yaml"
 

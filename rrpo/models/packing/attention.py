@@ -145,17 +145,16 @@ def segment_layout(attention_mask: torch.Tensor, length: int) -> tuple[torch.Ten
     return pair.to(dev), part.to(dev)
 
 
-_BLOCK_MASKS: dict[int, Any] = {}  # the current forward's BlockMask, built once for all its layers
+# (segment mask, row length, BlockMask) of the current forward: built once for all its layers.
+_LAST_BLOCK_MASK: list[tuple[torch.Tensor, int, Any]] = []
 
 
 def shared_prefix_block_mask(attention_mask: torch.Tensor, length: int) -> Any:
     """FlexAttention BlockMask of packed rows: same pair, causal, rejected queries never see chosen keys."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    key = (id(attention_mask), length)
-    cached = _BLOCK_MASKS.get(key)
-    if cached is not None and cached[0] is attention_mask:
-        return cached[1]
+    if _LAST_BLOCK_MASK and _LAST_BLOCK_MASK[0][0] is attention_mask and _LAST_BLOCK_MASK[0][1] == length:
+        return _LAST_BLOCK_MASK[0][2]
     pair, part = segment_layout(attention_mask, length)
 
     def mask_mod(b, h, q, kv):  # noqa: ANN001, ANN202 - FlexAttention's signature
@@ -165,8 +164,7 @@ def shared_prefix_block_mask(attention_mask: torch.Tensor, length: int) -> Any:
     block = create_block_mask(
         mask_mod, attention_mask.shape[0], None, length, length, device=attention_mask.device
     )
-    _BLOCK_MASKS.clear()
-    _BLOCK_MASKS[key] = (attention_mask, block)
+    _LAST_BLOCK_MASK[:] = [(attention_mask, length, block)]
     return block
 
 
